@@ -1,0 +1,523 @@
+"""Train the starter models on the Shapes world, resumably.
+
+    python -m playground.starter.train vae      --minutes 15
+    python -m playground.starter.train text2img --minutes 60
+    python -m playground.starter.train layout   --minutes 20   # starts from text2img
+    python -m playground.starter.train inpaint  --minutes 20   # starts from text2img
+    python -m playground.starter.train upscale  --minutes 20
+    python -m playground.starter.train export                  # fp16 diffusers folders
+
+State (weights, EMA, optimiser, step) lives in runs/<task>/state.safetensors and is
+saved every few minutes, so a killed run resumes where it stopped. Progress and loss go
+to stdout and runs/<task>/log.txt. On a CUDA machine the same commands use the GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from . import models
+from .captions import caption, layout_phrase
+from .world import Scene, Obj, random_scene, render
+
+RUNS = os.environ.get("STARTER_RUNS", "runs")
+WEIGHTS = os.path.join(os.path.dirname(__file__), "weights")
+SAVE_EVERY_S = 180
+
+
+# ---------------------------------------------------------------- small helpers
+
+def to_tensor(img) -> torch.Tensor:
+    """PIL RGB -> float tensor (3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+
+
+def log(task: str, msg: str):
+    line = f"[{time.strftime('%H:%M:%S')}] {task}: {msg}"
+    print(line, flush=True)
+    with open(os.path.join(RUNS, task, "log.txt"), "a") as f:
+        f.write(line + "\n")
+
+
+class Ema:
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def save_state(path: str, modules: dict, emas: dict, opt, step: int, extra: dict | None = None):
+    tensors = {}
+    for name, m in modules.items():
+        tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in m.state_dict().items()})
+    for name, e in emas.items():
+        tensors.update({f"ema_{name}.{k}": v.cpu().contiguous() for k, v in e.shadow.items()})
+    for i, st in enumerate(opt.state.values()):
+        for k in ("exp_avg", "exp_avg_sq"):
+            tensors[f"opt.{i}.{k}"] = st[k].cpu().contiguous()
+    meta = {"step": str(step), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_state(path: str, modules: dict, emas: dict, opt) -> int:
+    from safetensors import safe_open
+
+    tensors = load_file(path)
+    with safe_open(path, "pt") as f:
+        step = int(f.metadata()["step"])
+    for name, m in modules.items():
+        m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    for name, e in emas.items():
+        pre = f"ema_{name}."
+        e.shadow = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        if f"opt.{i}.exp_avg" in tensors:
+            opt.state[p] = {"step": torch.tensor(float(step)),
+                            "exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),
+                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(p.device)}
+    return step
+
+
+def ema_module(ema: Ema, build):
+    m = build()
+    m.load_state_dict(ema.shadow)
+    return m
+
+
+def lr_at(step: int, base: float, warmup: int = 200) -> float:
+    return base * min(1.0, (step + 1) / warmup)
+
+
+class Loop:
+    """Time- and step-bounded training loop with periodic resumable saves."""
+
+    def __init__(self, task, args, modules, emas, params, extra=None):
+        self.task, self.args, self.modules, self.emas = task, args, modules, emas
+        self.extra = extra or {}
+        os.makedirs(os.path.join(RUNS, task), exist_ok=True)
+        self.path = os.path.join(RUNS, task, "state.safetensors")
+        self.opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+        self.step = load_state(self.path, modules, emas, self.opt) if os.path.exists(self.path) else 0
+        if self.step:
+            log(task, f"resumed at step {self.step}")
+
+    def run(self, loss_fn):
+        args, t0, last_save, losses = self.args, time.time(), time.time(), []
+        while self.step < args.max_steps and time.time() - t0 < args.minutes * 60:
+            for g in self.opt.param_groups:
+                g["lr"] = lr_at(self.step, args.lr)
+            loss = loss_fn(self.step)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
+            self.opt.step()
+            for name, e in self.emas.items():
+                e.update(self.modules[name], self.step)
+            self.step += 1
+            losses.append(loss.item())
+            if self.step % 50 == 0:
+                el = time.time() - t0
+                log(self.task, f"step {self.step} loss {np.mean(losses[-50:]):.4f} "
+                               f"({el / 60:.1f} min, {el / max(1, len(losses)):.2f} s/step)")
+            if time.time() - last_save > SAVE_EVERY_S:
+                self.save()
+                last_save = time.time()
+        self.save()
+        log(self.task, f"stopped at step {self.step}")
+
+    def save(self):
+        save_state(self.path, self.modules, self.emas, self.opt, self.step, self.extra)
+
+
+def device_of(args) -> torch.device:
+    if args.device != "auto":
+        return torch.device(args.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- shared parts
+
+def trained_vae(device) -> torch.nn.Module:
+    path = os.path.join(RUNS, "vae", "state.safetensors")
+    vae = models.build_vae()
+    tensors = load_file(path)
+    vae.load_state_dict({k[len("ema_vae."):]: v for k, v in tensors.items() if k.startswith("ema_vae.")})
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        scale = json.loads(f.metadata().get("scaling_factor", "1.0"))
+    vae.register_to_config(scaling_factor=scale)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def trained_text(device, trainable: bool):
+    """Tokenizer and the text encoder trained with text2img (EMA weights)."""
+    tok = models.build_tokenizer()
+    te = models.build_text_encoder(tok)
+    path = os.path.join(RUNS, "text2img", "state.safetensors")
+    tensors = load_file(path)
+    te.load_state_dict({k[len("ema_text."):]: v for k, v in tensors.items() if k.startswith("ema_text.")})
+    return tok, te.to(device).train(trainable).requires_grad_(trainable)
+
+
+def tokens(tok, texts, device):
+    return tok(texts, padding="max_length", max_length=models.MAX_TOKENS, truncation=True,
+               return_tensors="pt").input_ids.to(device)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    out = []
+    for i in range(0, len(images), batch):
+        out.append(vae.encode(images[i:i + batch].to(vae.device)).latent_dist.mode().cpu())
+    return torch.cat(out) * vae.config.scaling_factor
+
+
+def scene_cache(name: str, n: int, size: int, vae, seed: int):
+    """Scenes (seeded) with their VAE latents at `size` px; built once, kept on disk."""
+    path = os.path.join(RUNS, "cache", f"{name}.safetensors")
+    if os.path.exists(path):
+        t = load_file(path)
+        with open(path + ".json") as f:
+            scenes = [Scene(d["background"], [Obj(o["colour"], o["shape"], tuple(o["box"])) for o in d["objects"]])
+                      for d in json.load(f)]
+        return scenes, t["latents"].float()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(n)]
+    lat = []
+    for i in range(0, n, 256):
+        imgs = torch.stack([to_tensor(render(s, size)) for s in scenes[i:i + 256]])
+        lat.append(encode_latents(vae, imgs))
+        print(f"cache {name}: {i + len(imgs)}/{n}", flush=True)
+    lat = torch.cat(lat)
+    save_file({"latents": lat.half()}, path)
+    with open(path + ".json", "w") as f:
+        json.dump([{"background": s.background, "objects": [{"colour": o.colour, "shape": o.shape,
+                                                               "box": list(o.box)} for o in s.objects]}
+                   for s in scenes], f)
+    return scenes, lat
+
+
+def min_snr_weight(sched, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    ac = sched.alphas_cumprod.to(t.device)[t]
+    snr = ac / (1 - ac)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def diffusion_loss(unet, sched, latents, cond, extra_in=None, **unet_kwargs):
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), device=latents.device)
+    noisy = sched.add_noise(latents, noise, t)
+    inp = noisy if extra_in is None else torch.cat([noisy, extra_in], 1)
+    pred = unet(inp, t, cond, **unet_kwargs).sample
+    per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+    return (per * min_snr_weight(sched, t)).mean()
+
+
+def captions_for(scenes, rng, p_empty=0.1):
+    return ["" if rng.random() < p_empty else caption(s, rng) for s in scenes]
+
+
+# ---------------------------------------------------------------- tasks
+
+def train_vae(args, device):
+    vae = models.build_vae().to(device)
+    ema = Ema(vae, 0.998)
+    loop = Loop("vae", args, {"vae": vae}, {"vae": ema}, list(vae.parameters()))
+    rng = random.Random(1000 + loop.step)
+
+    def batch():
+        crops = []
+        for _ in range(args.batch):
+            size = rng.choice([64, 64, 128, 256])
+            img = to_tensor(render(random_scene(rng), size))
+            c = args.crop
+            x, y = rng.randrange(0, size - c + 1), rng.randrange(0, size - c + 1)
+            crops.append(img[:, y:y + c, x:x + c])
+        return torch.stack(crops).to(device)
+
+    def loss_fn(step):
+        x = batch()
+        post = vae.encode(x).latent_dist
+        y = vae.decode(post.sample()).sample
+        rec = (y - x).abs().mean() + F.mse_loss(y, x)
+        return rec + 1e-6 * post.kl().mean()
+
+    loop.run(loss_fn)
+    # latents are scaled to unit variance for the UNets
+    final = ema_module(ema, models.build_vae).to(device).eval()
+    imgs = torch.stack([to_tensor(render(random_scene(random.Random(i)), 64)) for i in range(256)])
+    with torch.no_grad():
+        std = torch.cat([final.encode(imgs[i:i + 64].to(device)).latent_dist.mode() for i in range(0, 256, 64)]).std()
+    loop.extra["scaling_factor"] = float(1 / std)
+    loop.save()
+    log("vae", f"scaling_factor {1 / std:.4f}; L1 on 64 px renders "
+               f"{vae_l1(final, imgs[:64].to(device)):.4f}")
+
+
+@torch.no_grad()
+def vae_l1(vae, imgs) -> float:
+    return (vae.decode(vae.encode(imgs).latent_dist.mode()).sample.clamp(-1, 1) - imgs).abs().mean().item()
+
+
+def train_text2img(args, device):
+    vae = trained_vae(device)
+    scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
+    tok = models.build_tokenizer()
+    te = models.build_text_encoder(tok).to(device).train()
+    unet = models.build_unet("text2img").to(device).train()
+    sched = models.build_scheduler()
+    emas = {"unet": Ema(unet, 0.999), "text": Ema(te, 0.999)}
+    loop = Loop("text2img", args, {"unet": unet, "text": te}, emas,
+                list(unet.parameters()) + list(te.parameters()))
+    rng = random.Random(2000 + loop.step)
+
+    def loss_fn(step):
+        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
+        cond = te(tokens(tok, captions_for([scenes[i] for i in idx], rng), device))[0]
+        return diffusion_loss(unet, sched, lat[idx].to(device), cond)
+
+    loop.run(loss_fn)
+
+
+def gligen_inputs(scenes, rng, tok, te, device, max_objs=30, p_drop=0.1):
+    """Boxes, phrase embeddings and masks in the layout StableDiffusionGLIGENPipeline feeds the UNet."""
+    b = len(scenes)
+    boxes = torch.zeros(b, max_objs, 4)
+    masks = torch.zeros(b, max_objs)
+    phrases = [[] for _ in range(b)]
+    for i, s in enumerate(scenes):
+        if rng.random() < p_drop:
+            continue
+        for j, o in enumerate(s.objects):
+            boxes[i, j] = torch.tensor(o.box)
+            masks[i, j] = 1
+            phrases[i].append(layout_phrase(o, rng))
+    flat = [p for ps in phrases for p in ps]
+    emb = torch.zeros(b, max_objs, te.config.hidden_size, device=device)
+    if flat:
+        ids = tok(flat, padding=True, return_tensors="pt").input_ids.to(device)
+        pooled = te(ids).pooler_output
+        k = 0
+        for i, ps in enumerate(phrases):
+            emb[i, :len(ps)] = pooled[k:k + len(ps)]
+            k += len(ps)
+    return {"boxes": boxes.to(device), "positive_embeddings": emb, "masks": masks.to(device)}
+
+
+def init_from_text2img(unet, device):
+    """Copy the text2img UNet weights into a UNet of another kind (extra input channels zero)."""
+    path = os.path.join(RUNS, "text2img", "state.safetensors")
+    src = {k[len("ema_unet."):]: v for k, v in load_file(path).items() if k.startswith("ema_unet.")}
+    own = unet.state_dict()
+    for k, v in src.items():
+        if k in own and own[k].shape == v.shape:
+            own[k] = v
+        elif k == "conv_in.weight":
+            w = torch.zeros_like(own[k])
+            w[:, :v.shape[1]] = v
+            own[k] = w
+    unet.load_state_dict(own)
+    return unet.to(device)
+
+
+def train_layout(args, device):
+    vae = trained_vae(device)
+    scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
+    tok, te = trained_text(device, trainable=False)
+    unet = models.build_unet("layout")
+    fresh = not os.path.exists(os.path.join(RUNS, "layout", "state.safetensors"))
+    if fresh:
+        init_from_text2img(unet, device)
+    unet = unet.to(device).train()
+    sched = models.build_scheduler()
+    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
+    rng = random.Random(3000 + loop.step)
+
+    def loss_fn(step):
+        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
+        batch_scenes = [scenes[i] for i in idx]
+        with torch.no_grad():
+            cond = te(tokens(tok, captions_for(batch_scenes, rng, p_empty=0.3), device))[0]
+            gligen = gligen_inputs(batch_scenes, rng, tok, te, device)
+        return diffusion_loss(unet, sched, lat[idx].to(device), cond,
+                              cross_attention_kwargs={"gligen": gligen})
+
+    loop.run(loss_fn)
+
+
+def random_mask(rng: random.Random, scene: Scene, size: int = 64) -> torch.Tensor:
+    """White (1) = repaint: a box or blob over one object, or over empty background."""
+    from PIL import Image, ImageDraw
+
+    m = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(m)
+    if scene.objects and rng.random() < 0.75:
+        x0, y0, x1, y1 = rng.choice(scene.objects).box
+        pad = rng.uniform(0.02, 0.1)
+        box = [max(0, x0 - pad), max(0, y0 - pad), min(1, x1 + pad), min(1, y1 + pad)]
+    else:
+        w, h = rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)
+        x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+        box = [x, y, x + w, y + h]
+    box = [v * size for v in box]
+    (d.ellipse if rng.random() < 0.4 else d.rectangle)(box, fill=255)
+    return torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
+
+
+def train_inpaint(args, device):
+    vae = trained_vae(device)
+    scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
+    tok, te = trained_text(device, trainable=False)
+    unet = models.build_unet("inpaint")
+    if not os.path.exists(os.path.join(RUNS, "inpaint", "state.safetensors")):
+        init_from_text2img(unet, device)
+    unet = unet.to(device).train()
+    sched = models.build_scheduler()
+    loop = Loop("inpaint", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
+    rng = random.Random(4000 + loop.step)
+
+    def loss_fn(step):
+        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
+        batch_scenes = [scenes[i] for i in idx]
+        images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes]).to(device)
+        masks = torch.stack([random_mask(rng, s) for s in batch_scenes]).to(device)
+        with torch.no_grad():
+            cond = te(tokens(tok, captions_for(batch_scenes, rng), device))[0]
+            masked = encode_latents(vae, images * (masks < 0.5)).to(device)
+        small = F.interpolate(masks, size=lat.shape[-2:])
+        return diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
+
+    loop.run(loss_fn)
+
+
+def train_upscale(args, device):
+    from diffusers import DDPMScheduler
+
+    vae = trained_vae(device)
+    scenes, lat = scene_cache("scenes256", args.cache_up, 256, vae, seed=2)
+    lows = torch.stack([to_tensor(render(s, 64)) for s in scenes])
+    tok, te = trained_text(device, trainable=False)
+    unet = models.build_unet("upscale").to(device).train()
+    sched, low_sched = models.build_scheduler(), DDPMScheduler(num_train_timesteps=1000)
+    loop = Loop("upscale", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
+    rng = random.Random(5000 + loop.step)
+    c = args.crop_up  # crop side in latent (= low-res) pixels
+
+    def loss_fn(step):
+        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
+        x, y = rng.randrange(0, 64 - c + 1), rng.randrange(0, 64 - c + 1)
+        z = lat[idx][:, :, y:y + c, x:x + c].to(device)
+        low = lows[idx][:, :, y:y + c, x:x + c].to(device)
+        level = torch.randint(0, 351, (len(idx),), device=device)
+        low = low_sched.add_noise(low, torch.randn_like(low), level)
+        with torch.no_grad():
+            cond = te(tokens(tok, captions_for([scenes[i] for i in idx], rng, p_empty=0.5), device))[0]
+        return diffusion_loss(unet, sched, z, cond, extra_in=low, class_labels=level)
+
+    loop.run(loss_fn)
+
+
+# ---------------------------------------------------------------- export
+
+def _ema_unet(task: str):
+    unet = models.build_unet(task)
+    t = load_file(os.path.join(RUNS, task, "state.safetensors"))
+    unet.load_state_dict({k[len("ema_unet."):]: v for k, v in t.items() if k.startswith("ema_unet.")})
+    return unet
+
+
+def export(args):
+    """Write the four pipelines as fp16 diffusers folders; shared parts are stored once
+    (in text2img/) and linked from the other folders."""
+    import shutil
+    from diffusers import (DDPMScheduler, StableDiffusionGLIGENPipeline, StableDiffusionInpaintPipeline,
+                           StableDiffusionPipeline, StableDiffusionUpscalePipeline)
+
+    vae = trained_vae("cpu")
+    tok, te = trained_text("cpu", trainable=False)
+    sched = models.build_default_scheduler()
+    common = dict(vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched)
+    pipes = {
+        "text2img": StableDiffusionPipeline(**common, unet=_ema_unet("text2img"), safety_checker=None,
+                                            feature_extractor=None, requires_safety_checker=False),
+        "layout": StableDiffusionGLIGENPipeline(**common, unet=_ema_unet("layout"), safety_checker=None,
+                                                feature_extractor=None, requires_safety_checker=False),
+        "inpaint": StableDiffusionInpaintPipeline(**common, unet=_ema_unet("inpaint"), safety_checker=None,
+                                                  feature_extractor=None, requires_safety_checker=False),
+        "upscale": StableDiffusionUpscalePipeline(**common, unet=_ema_unet("upscale"),
+                                                  low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
+                                                  max_noise_level=350),
+    }
+    for name, pipe in pipes.items():
+        if not os.path.exists(os.path.join(RUNS, name, "state.safetensors")):
+            continue
+        out = os.path.join(args.weights, name)
+        shutil.rmtree(out, ignore_errors=True)
+        pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
+        if name != "text2img":
+            for part in ("vae", "text_encoder", "tokenizer"):
+                shutil.rmtree(os.path.join(out, part))
+                os.symlink(os.path.join("..", "text2img", part), os.path.join(out, part))
+        print("wrote", out, flush=True)
+    steps = {}
+    for task in ("vae", "text2img", "layout", "inpaint", "upscale"):
+        p = os.path.join(RUNS, task, "state.safetensors")
+        if os.path.exists(p):
+            from safetensors import safe_open
+            with safe_open(p, "pt") as f:
+                steps[task] = int(f.metadata()["step"])
+    with open(os.path.join(args.weights, "training.json"), "w") as f:
+        json.dump({"steps": steps}, f, indent=1)
+
+
+TASKS = {"vae": train_vae, "text2img": train_text2img, "layout": train_layout,
+         "inpaint": train_inpaint, "upscale": train_upscale}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("task", choices=list(TASKS) + ["export"])
+    ap.add_argument("--minutes", type=float, default=30, help="stop after this long (resume later)")
+    ap.add_argument("--max-steps", type=int, default=10 ** 9, help="stop at this total step")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--crop", type=int, default=32, help="VAE training crop (px)")
+    ap.add_argument("--crop-up", type=int, default=24, help="upscaler training crop (low-res px)")
+    ap.add_argument("--cache", type=int, default=20000, help="scenes cached for the 64 px models")
+    ap.add_argument("--cache-up", type=int, default=3000, help="scenes cached for the upscaler")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.task == "export":
+        export(args)
+    else:
+        TASKS[args.task](args, device_of(args))
+
+
+if __name__ == "__main__":
+    main()
