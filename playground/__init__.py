@@ -1,0 +1,183 @@
+"""The diffusion playground: one Python API over one model registry.
+
+    from playground import Playground
+    pg = Playground()                        # the starter models, device picked for you
+    img = pg.text_to_image("a red circle", seed=1)
+    img.info["settings"]                     # everything used, including the seed
+    settings_of(img)["seconds"]
+
+The Gradio UI, the HTTP endpoints (`gradio_client`) and notebooks all call these
+methods; no logic lives anywhere else.
+
+Return values: every task returns a `PIL.Image.Image` in mode "RGB" whose
+`info["settings"]` holds the settings dict actually used (see `settings_of`).
+`text_to_image(..., num_images=n)` with n > 1 returns a `list` of n such images;
+image i was made with seed `seed + i`, and its settings say so, so any one of them can
+be made again alone with `num_images=1`. The return type depends only on `num_images`.
+
+Errors: bad input or an unusable model raise `PlaygroundError` (a `ValueError`) whose
+message says what was wrong and what is allowed. A run stopped through
+`RunControl.cancel()` raises `Cancelled`.
+
+Settings keys (all tasks): task, model, revision, source, prompt, negative_prompt,
+scheduler, steps, guidance, seed, width, height, seconds, device, dtype, versions,
+warnings (list of sentences: what was changed or ignored, e.g. words the model does not
+know, a cut prompt, a rounded size). Per task: layout_to_image adds phrases and boxes;
+inpaint adds strength; upscale adds noise_level and input_size; text_to_image adds
+index and num_images.
+"""
+from __future__ import annotations
+
+from .errors import BadInput, Cancelled, ModelError, PlaygroundError
+from .registry import TASKS, ModelEntry, Registry, parse_model_flag, read_models_file
+from .run import RunControl, settings_of
+
+__all__ = [
+    "Playground", "RunControl", "settings_of", "Registry", "ModelEntry", "TASKS",
+    "parse_model_flag", "read_models_file",
+    "PlaygroundError", "BadInput", "ModelError", "Cancelled",
+]
+
+
+class Playground:
+    """Text-to-image, layout-to-image, inpainting and x4 super-resolution over one registry.
+
+    Args:
+        registry: the models to serve; default: a `Registry` holding the starter models.
+        device, dtype, memory_budget, allowed_dirs: passed to the default `Registry`
+            (ignored when `registry` is given). device "cuda" | "mps" | "cpu" (default:
+            picked), dtype "float16" | "bfloat16" | "float32" (default: fp16 on CUDA/MPS,
+            fp32 on CPU), memory_budget in bytes (default: no limit), allowed_dirs:
+            folders local models may be loaded from (the starter weights always are).
+
+    Thread-safe: concurrent calls (e.g. from Gradio workers) each get their own
+    pipeline object and scheduler over shared weights.
+    """
+
+    def __init__(self, registry: Registry | None = None, *, device: str | None = None,
+                 dtype: str | None = None, memory_budget: int | None = None,
+                 allowed_dirs=()):
+        self.registry = registry or Registry(
+            device=device, dtype=dtype, memory_budget=memory_budget, allowed_dirs=allowed_dirs)
+
+    # ------------------------------------------------------------------ what is there
+
+    def models(self, task: str) -> list[str]:
+        """Names of the registered models that serve `task` (one of `TASKS`), default first."""
+        return self.registry.models(task)
+
+    def schedulers(self, model: str, task: str) -> list[str]:
+        """Catalogue names of the schedulers `model` can use for `task` (its default first).
+
+        Reads only config files; does not load weights."""
+        from . import schedulers
+        return schedulers.compatible_names(self.registry.scheduler_config(model, task))
+
+    def defaults(self, model: str, task: str) -> dict:
+        """Defaults and limits of `model` for `task`, for forms and sliders.
+
+        Keys: scheduler, steps, guidance, width, height, size_multiple, max_side,
+        steps_range (1, 150), guidance_range (0, 30); layout: max_boxes; inpaint:
+        strength; upscale: noise_level, max_noise_level, input_size (w, h) or None,
+        scale (4). Reads only config files; does not load weights."""
+        return self.registry.defaults(model, task)
+
+    # ------------------------------------------------------------------ the four tasks
+
+    def text_to_image(self, prompt: str, negative_prompt: str = "", model: str = "starter",
+                      scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                      seed: int = -1, width: int | None = None, height: int | None = None,
+                      num_images: int = 1, control: RunControl | None = None):
+        """Make a picture from a caption.
+
+        Args:
+            prompt: what to draw (prompts beyond the model's 77 tokens are cut; the
+                cut words are listed in settings["warnings"]).
+            negative_prompt: what to steer away from ("" = nothing).
+            model: a name from `models("text_to_image")`.
+            scheduler: a name from `schedulers(model, "text_to_image")`; None = the
+                model's default.
+            steps: denoising steps, 1..150.
+            guidance: classifier-free guidance scale, 0..30 (<= 1 turns it off).
+            seed: 0..2**32-1, or -1 for a random one (the one used is in the settings).
+            width, height: pixels; None = the model's native size. Sizes that are not a
+                multiple of 8 are rounded down (and the warnings say so).
+            num_images: 1..8. More than 1 returns a list (image i uses seed + i).
+            control: optional `RunControl` for progress, previews and cancelling.
+
+        Returns: a PIL RGB image (or a list of them) with info["settings"].
+        """
+        from .tasks import text_to_image
+        return text_to_image.run(
+            self.registry, prompt=prompt, negative_prompt=negative_prompt, model=model,
+            scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, width=width,
+            height=height, num_images=num_images, control=control)
+
+    def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
+                        negative_prompt: str = "", model: str = "starter",
+                        scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                        seed: int = -1, control: RunControl | None = None):
+        """Make a picture with given objects in given boxes (GLIGEN).
+
+        Args:
+            prompt: the caption of the whole picture.
+            phrases: one phrase per box, e.g. ["a red circle", "a blue square"].
+            boxes: one [x0, y0, x1, y1] per phrase, fractions of the picture (0..1),
+                origin top left, x0 < x1 and y0 < y1. At most defaults()["max_boxes"].
+            others: as in `text_to_image`.
+
+        Returns: a PIL RGB image at the model's native size, with info["settings"]
+        (including phrases and boxes).
+        """
+        from .tasks import layout_to_image
+        return layout_to_image.run(
+            self.registry, prompt=prompt, phrases=phrases, boxes=boxes,
+            negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
+            guidance=guidance, seed=seed, control=control)
+
+    def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
+                model: str = "starter", scheduler: str | None = None, steps: int = 20,
+                guidance: float = 7.5, strength: float = 1.0, seed: int = -1,
+                control: RunControl | None = None):
+        """Repaint the masked part of a picture.
+
+        Args:
+            image: PIL image, numpy array (H, W, 3) uint8, or a path to an image file.
+            mask: same size as `image`; white (or opaque, for an RGBA/LA mask with
+                varying alpha) = repaint, black = keep. Grey values blend.
+            prompt: what the picture should show after repainting.
+            strength: 0 < strength <= 1; 1 repaints the masked area from pure noise.
+            others: as in `text_to_image`.
+
+        Returns: a PIL RGB image of the input's size. Pixels where the mask is 0 are
+        exactly the input's pixels (the original is blended back after decoding).
+        """
+        from .tasks import inpaint
+        return inpaint.run(
+            self.registry, image=image, mask=mask, prompt=prompt,
+            negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
+            guidance=guidance, strength=strength, seed=seed, control=control)
+
+    def upscale(self, image, prompt: str = "", negative_prompt: str = "",
+                model: str = "starter", scheduler: str | None = None, steps: int = 20,
+                guidance: float = 7.5, noise_level: int = 20, seed: int = -1,
+                control: RunControl | None = None):
+        """Make a picture 4 times larger (x4 super-resolution).
+
+        Args:
+            image: PIL image, numpy array (H, W, 3) uint8, or a path to an image file.
+                It is first brought to the model's input size rule (starter: exactly
+                64 x 64; others: rounded down to a multiple of 8, longest side at most
+                defaults()["max_side"]); settings["warnings"] says when it was resized.
+            prompt: optional caption of the picture.
+            noise_level: 0..defaults()["max_noise_level"] (starter 350): noise added to
+                the small picture before upscaling; higher lets the model invent more.
+            others: as in `text_to_image`.
+
+        Returns: a PIL RGB image 4x the (resized) input, with info["settings"].
+        """
+        from .tasks import upscale
+        return upscale.run(
+            self.registry, image=image, prompt=prompt, negative_prompt=negative_prompt,
+            model=model, scheduler=scheduler, steps=steps, guidance=guidance,
+            noise_level=noise_level, seed=seed, control=control)

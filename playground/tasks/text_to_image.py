@@ -1,0 +1,31 @@
+"""Text to image: a caption in, one or more pictures out."""
+from __future__ import annotations
+
+from . import checks, common
+
+TASK = "text_to_image"
+
+
+def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance, seed,
+        width, height, num_images, control):
+    settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
+    prompt = checks.text("prompt", prompt)
+    negative_prompt = checks.text("negative_prompt", negative_prompt)
+    count = checks.num_images(num_images)
+    limits = registry.defaults(model, TASK)
+    warnings: list[str] = []
+    width, height = checks.size(width, height, limits["width"], limits["height"],
+                                limits["size_multiple"], limits["max_side"], warnings)
+
+    def call(pipe, generators, callbacks):
+        return pipe(prompt=prompt, negative_prompt=negative_prompt or None,
+                    num_inference_steps=settings_common["steps"],
+                    guidance_scale=settings_common["guidance"], width=width, height=height,
+                    num_images_per_prompt=count, generator=generators, output_type="pil",
+                    **callbacks).images
+
+    settings = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
+                "height": height, "warnings": warnings}
+    images = common.execute(registry, TASK, settings_common, settings, call, control, count,
+                            prompts={"prompt": prompt, "negative prompt": negative_prompt})
+    return images[0] if count == 1 else images
