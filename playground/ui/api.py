@@ -1,0 +1,142 @@
+"""The HTTP API: named endpoints `/text_to_image`, `/layout_to_image`, `/inpaint` and
+`/upscale` for `gradio_client` (and any HTTP client), each a typed function over the
+same `Playground` method the UI and notebooks call. Each returns the PNG (settings in
+its text chunk) and the settings actually used, as a JSON dict.
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    png_path, settings = client.predict(prompt="a red circle", seed=1,
+                                        api_name="/text_to_image")
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.data_classes import FileData
+from gradio.utils import get_upload_folder
+from PIL import Image
+
+from .. import Playground
+from .common import call_core, png_ready, settings_json
+
+ENDPOINTS = ("text_to_image", "layout_to_image", "inpaint", "upscale")
+
+
+class ApiEndpoints:
+    """The four endpoint functions bound to one `Playground`; results are written as
+    PNG files under `output_dir` (Gradio then serves them from its cache)."""
+
+    def __init__(self, pg: Playground, output_dir: str | None = None):
+        self.pg = pg
+        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="playground-api-"))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def register(self, *, concurrency_limit: int | None, concurrency_id: str = "sampling"):
+        """Add the endpoints to the Blocks being built."""
+        for name in ENDPOINTS:
+            gr.api(getattr(self, name), api_name=name, concurrency_limit=concurrency_limit,
+                   concurrency_id=concurrency_id)
+
+    # ------------------------------------------------------------ the endpoints
+
+    def text_to_image(self, prompt: str, negative_prompt: str = "", model: str = "starter",
+                      scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                      seed: int = -1, width: int | None = None,
+                      height: int | None = None) -> tuple[FileData, dict]:
+        """Make a picture from a caption. Returns (PNG, settings used)."""
+        image = call_core(self.pg.text_to_image, prompt, negative_prompt, model=model,
+                          scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
+                          width=width, height=height)
+        return self._answer(image)
+
+    def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
+                        negative_prompt: str = "", model: str = "starter",
+                        scheduler: str | None = None, steps: int = 20,
+                        guidance: float = 7.5, seed: int = -1) -> tuple[FileData, dict]:
+        """Put one object per phrase in its box ([x0, y0, x1, y1], fractions 0..1 of the
+        picture). Returns (PNG, settings used)."""
+        image = call_core(self.pg.layout_to_image, prompt, phrases, boxes,
+                          negative_prompt=negative_prompt, model=model, scheduler=scheduler,
+                          steps=steps, guidance=guidance, seed=seed)
+        return self._answer(image)
+
+    def inpaint(self, image: FileData, mask: FileData, prompt: str,
+                negative_prompt: str = "", model: str = "starter",
+                scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                strength: float = 1.0, seed: int = -1) -> tuple[FileData, dict]:
+        """Repaint where the mask is white (same size as the image; black = keep).
+        Returns (PNG, settings used)."""
+        result = call_core(self.pg.inpaint, uploaded_picture(image, "image"),
+                           uploaded_picture(mask, "mask"), prompt,
+                           negative_prompt=negative_prompt, model=model, scheduler=scheduler,
+                           steps=steps, guidance=guidance, strength=strength, seed=seed)
+        return self._answer(result)
+
+    def upscale(self, image: FileData, prompt: str = "", negative_prompt: str = "",
+                model: str = "starter", scheduler: str | None = None, steps: int = 20,
+                guidance: float = 7.5, noise_level: int = 20,
+                seed: int = -1) -> tuple[FileData, dict]:
+        """Make a picture 4 times larger. Returns (PNG, settings used)."""
+        result = call_core(self.pg.upscale, uploaded_picture(image, "image"), prompt,
+                           negative_prompt=negative_prompt, model=model, scheduler=scheduler,
+                           steps=steps, guidance=guidance, noise_level=noise_level, seed=seed)
+        return self._answer(result)
+
+    # ------------------------------------------------------------ helpers
+
+    def _answer(self, image: Image.Image) -> tuple[FileData, dict]:
+        handle, path = tempfile.mkstemp(suffix=".png", dir=self.output_dir)
+        os.close(handle)
+        png = png_ready(image)
+        png.save(path, format="PNG", pnginfo=_text_chunks(png))
+        return FileData(path=path, orig_name="result.png", mime_type="image/png"), \
+            settings_json(image)
+
+
+def _text_chunks(image: Image.Image):
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    for key, value in image.info.items():
+        info.add_text(key, value)
+    return info
+
+
+def uploaded_picture(payload: Any, name: str) -> Image.Image:
+    """Open a picture sent with `gradio_client.handle_file(...)`.
+
+    Only files that Gradio received as uploads are opened: a payload that names any
+    other path on the server (or a URL) is refused, so the API cannot read server files."""
+    path = _payload_path(payload)
+    if path is None:
+        raise gr.Error(f"{name} is missing: send a picture file, e.g. "
+                       f"{name}=handle_file('picture.png') with gradio_client",
+                       print_exception=False)
+    uploads = Path(get_upload_folder()).resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(uploads) or not resolved.is_file():
+        raise gr.Error(f"{name} must be a file uploaded with this request "
+                       f"(gradio_client: handle_file(path)); server paths and URLs are "
+                       f"not accepted", print_exception=False)
+    try:
+        with Image.open(resolved) as picture:
+            picture.load()
+            return picture.copy()
+    except Image.DecompressionBombError as error:
+        raise gr.Error(f"{name} is too large: {error}", print_exception=False) from error
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same answer
+        raise gr.Error(f"{name} is not a picture that can be read (PNG, JPEG, WebP, ...): "
+                       f"{type(error).__name__}", print_exception=False) from error
+
+
+def _payload_path(payload: Any) -> str | None:
+    if payload is None:
+        return None
+    if isinstance(payload, FileData):
+        return payload.path
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return str(payload)  # a bare path or URL: checked (and refused) like any other path

@@ -1,0 +1,78 @@
+"""Assemble the app: the four tabs, the "send to" buttons between them, the HTTP API
+endpoints and a bounded queue, all over one `Playground`."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import Playground
+from . import inpaint, layout_to_image, text_to_image, upscale
+from .api import ApiEndpoints
+from .runs import ActiveRuns
+
+TITLE = "The diffusion playground"
+INTRO = ("Text to image, layout to image, inpainting and x4 super-resolution over one "
+         "model registry. Everything here is also callable from Python "
+         "(`from playground import Playground`) and from `gradio_client` (see *Use via API* "
+         "below).")
+
+
+def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: int = 32,
+              api_output_dir: str | None = None) -> gr.Blocks:
+    """The Gradio app over `pg`.
+
+    concurrency_limit: sampling runs at once, over all tabs and API endpoints together
+        (1 suits a CPU; None = no limit). max_queue: requests waiting beyond that; more
+        are refused with Gradio's "queue is full" message."""
+    runs = ActiveRuns()
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Text to image", id="t2i"):
+                t2i = text_to_image.build(pg, runs, concurrency_limit=concurrency_limit)
+            with gr.Tab("Layout to image", id="layout"):
+                layout = layout_to_image.build(pg, runs, concurrency_limit=concurrency_limit)
+            with gr.Tab("Inpainting", id="inpaint"):
+                paint = inpaint.build(pg, runs, concurrency_limit=concurrency_limit)
+            with gr.Tab("Super-resolution", id="upscale"):
+                up = upscale.build(pg, runs, concurrency_limit=concurrency_limit)
+        wire_send_to(tabs, t2i, layout, paint, up)
+        ApiEndpoints(pg, api_output_dir).register(concurrency_limit=concurrency_limit)
+    app.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
+    app.playground_runs = runs  # for tests and monitoring: the runs in flight
+    return app
+
+
+def wire_send_to(tabs: gr.Tabs, t2i, layout, paint, up) -> None:
+    """Each "Send to" button carries a result into another tab and opens that tab."""
+    def to_inpaint(picture):
+        return inpaint.editor_value(picture), gr.Tabs(selected="inpaint")
+
+    def to_upscale(picture):
+        return picture, gr.Tabs(selected="upscale")
+
+    def chosen(gallery, index):
+        if not gallery:
+            raise gr.Error("Nothing to send yet: generate a picture first.",
+                           print_exception=False)
+        index = index if isinstance(index, int) and 0 <= index < len(gallery) else 0
+        item = gallery[index]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+    def must_have(picture):
+        if picture is None:
+            raise gr.Error("Nothing to send yet: make a picture first.", print_exception=False)
+        return picture
+
+    private = {"queue": False, "api_visibility": "private"}
+    t2i.send_to_inpaint.click(lambda g, i: to_inpaint(chosen(g, i)), [t2i.gallery, t2i.selected],
+                              [paint.editor, tabs], **private)
+    t2i.send_to_upscale.click(lambda g, i: to_upscale(chosen(g, i)), [t2i.gallery, t2i.selected],
+                              [up.source, tabs], **private)
+    layout.send_to_inpaint.click(lambda p: to_inpaint(must_have(p)), layout.result,
+                                 [paint.editor, tabs], **private)
+    layout.send_to_upscale.click(lambda p: to_upscale(must_have(p)), layout.result,
+                                 [up.source, tabs], **private)
+    paint.send_to_upscale.click(lambda p: to_upscale(must_have(p)), paint.result,
+                                [up.source, tabs], **private)
+    up.send_to_inpaint.click(lambda p: to_inpaint(must_have(p)), up.result,
+                             [paint.editor, tabs], **private)

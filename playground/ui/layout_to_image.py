@@ -1,0 +1,131 @@
+"""The Layout to image tab: draw boxes on a canvas, name each box with a phrase, and
+GLIGEN puts those objects in those boxes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+from PIL import Image, ImageDraw
+
+from .. import Playground
+from .common import (DISPLAY_HEIGHT, png_ready, preview_and_status, run_buttons,
+                     sampling_controls, settings_json, stream_to_ui, wire_run)
+from .runs import ActiveRuns
+
+TASK = "layout_to_image"
+TAB = "layout"
+CANVAS_SIDE = 512  # pixels of the drawing canvas (boxes are sent as fractions of it)
+EXAMPLE_BOXES = [("a red circle", (0.08, 0.1, 0.45, 0.47)),
+                 ("a blue square", (0.55, 0.5, 0.92, 0.87))]
+
+
+@dataclass
+class LayoutTab:
+    result: gr.Image
+    send_to_inpaint: gr.Button
+    send_to_upscale: gr.Button
+
+
+def canvas_picture(width: int = CANVAS_SIDE, height: int = CANVAS_SIDE) -> Image.Image:
+    """A white canvas with a faint 3 x 3 grid (the starter world's named cells)."""
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i in (1, 2):
+        draw.line([(width * i // 3, 0), (width * i // 3, height)], fill=(225, 225, 225))
+        draw.line([(0, height * i // 3), (width, height * i // 3)], fill=(225, 225, 225))
+    return canvas
+
+
+def canvas_value(boxes=()) -> dict:
+    """The annotator's value: the blank canvas and (phrase, fractional box) pairs."""
+    return {"image": canvas_picture(),
+            "boxes": [{"label": phrase, "xmin": round(x0 * CANVAS_SIDE),
+                       "ymin": round(y0 * CANVAS_SIDE), "xmax": round(x1 * CANVAS_SIDE),
+                       "ymax": round(y1 * CANVAS_SIDE)}
+                      for phrase, (x0, y0, x1, y1) in boxes]}
+
+
+def phrases_and_boxes(annotation: dict | None) -> tuple[list[str], list[list[float]]]:
+    """The annotator's pixel boxes as phrases and [x0, y0, x1, y1] fractions of the canvas."""
+    if not annotation or annotation.get("image") is None:
+        return [], []
+    image = annotation["image"]
+    height, width = image.shape[:2] if hasattr(image, "shape") else (image.height, image.width)
+    phrases, boxes = [], []
+    for box in annotation.get("boxes") or []:
+        phrases.append((box.get("label") or "").strip())
+        boxes.append([round(box["xmin"] / width, 4), round(box["ymin"] / height, 4),
+                      round(box["xmax"] / width, 4), round(box["ymax"] / height, 4)])
+    return phrases, boxes
+
+
+def boxes_table(annotation: dict | None) -> list[list]:
+    phrases, boxes = phrases_and_boxes(annotation)
+    return [[phrase, *box] for phrase, box in zip(phrases, boxes)]
+
+
+def boxes_over(image: Image.Image, phrases: list[str], boxes: list[list[float]]):
+    """The AnnotatedImage value: the result with each box (in its pixels) and phrase."""
+    w, h = image.size
+    return (image, [((round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h)), phrase)
+                    for phrase, (x0, y0, x1, y1) in zip(phrases, boxes)])
+
+
+def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) -> LayoutTab:
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("Drag on the canvas to draw a box, type its phrase (e.g. *a red "
+                        "circle*), drag or resize boxes to move them.")
+            canvas = image_annotator(canvas_value(), label="Boxes", image_type="numpy",
+                                     sources=[], show_clear_button=False,
+                                     show_download_button=False, height=CANVAS_SIDE,
+                                     elem_id=f"{TAB}-canvas")
+            with gr.Row():
+                example = gr.Button("Example layout", size="sm")
+                clear = gr.Button("Clear boxes", size="sm")
+            table = gr.Dataframe(boxes_table(canvas_value()),
+                                 headers=["phrase", "x0", "y0", "x1", "y1"],
+                                 label="Boxes sent to the model (0..1)", interactive=False,
+                                 elem_id=f"{TAB}-table")
+            prompt = gr.Textbox(label="Global prompt", value="a red circle and a blue square",
+                                elem_id=f"{TAB}-prompt")
+            negative = gr.Textbox(label="Negative prompt", elem_id=f"{TAB}-negative")
+            buttons = run_buttons(TAB)
+            controls = sampling_controls(pg, TASK, TAB)
+        with gr.Column():
+            with gr.Row():
+                result = gr.Image(label="Result (PNG)", format="png", type="filepath", interactive=False,
+                                  height=DISPLAY_HEIGHT, elem_id=f"{TAB}-result")
+                overlay = gr.AnnotatedImage(label="Boxes over the result", format="png",
+                                            height=DISPLAY_HEIGHT, elem_id=f"{TAB}-overlay")
+            with gr.Row():
+                send_to_inpaint = gr.Button("Send to Inpainting", size="sm")
+                send_to_upscale = gr.Button("Send to Super-resolution", size="sm")
+            preview, status = preview_and_status(TAB)
+            settings = gr.JSON(label="Settings used", open=False)
+
+    canvas.change(boxes_table, canvas, table, queue=False, api_visibility="private")
+    example.click(lambda: canvas_value(EXAMPLE_BOXES), None, canvas, queue=False,
+                  api_visibility="private")
+    clear.click(lambda: canvas_value(), None, canvas, queue=False, api_visibility="private")
+
+    def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed,
+                 request: gr.Request, progress=gr.Progress()):
+        phrases, boxes = phrases_and_boxes(annotation)
+
+        def call(control):
+            return pg.layout_to_image(prompt, phrases, boxes, negative_prompt=negative,
+                                      model=model, scheduler=scheduler, steps=steps,
+                                      guidance=guidance, seed=seed, control=control)
+
+        def on_done(image):
+            return png_ready(image), boxes_over(image, phrases, boxes), settings_json(image)
+
+        yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
+                                progress=progress, n_results=3, on_done=on_done)
+
+    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs],
+             [result, overlay, settings], preview, status, controls.seed_used, runs=runs,
+             tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
+    return LayoutTab(result, send_to_inpaint, send_to_upscale)
