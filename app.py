@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     if warning:
         print(warning, file=sys.stderr)
     app = build_app(pg, concurrency_limit=args.concurrency, max_queue=args.max_queue)
-    app.launch(**launch_options(host=args.host, port=args.port, share=args.share,
+    app.launch(**launch_options(app, host=args.host, port=args.port, share=args.share,
                                 auth=login_checker(users) if users else None,
                                 root_path=args.root_path))
 

@@ -36,9 +36,11 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
             with gr.Tab("Super-resolution", id="upscale"):
                 up = upscale.build(pg, runs, concurrency_limit=concurrency_limit)
         wire_send_to(tabs, t2i, layout, paint, up)
-        ApiEndpoints(pg, api_output_dir).register(concurrency_limit=concurrency_limit)
+        api = ApiEndpoints(pg, api_output_dir)
+        api.register(concurrency_limit=concurrency_limit)
     app.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     app.playground_runs = runs  # for tests and monitoring: the runs in flight
+    app.playground_output_dir = api.output_dir  # served: see serving.launch_options
     return app
 
 

@@ -62,9 +62,12 @@ def exposure_warning(host: str, share: bool, has_auth: bool) -> str | None:
     return None
 
 
-def launch_options(*, host: str, port: int, share: bool, auth, root_path: str | None) -> dict:
-    """Keyword arguments for `Blocks.launch`."""
+def launch_options(app, *, host: str = "127.0.0.1", port: int | None = None,
+                   share: bool = False, auth=None, root_path: str | None = None) -> dict:
+    """Keyword arguments for `app.launch` (an app from `build_app`): the only folder
+    served beyond Gradio's own cache is the API's output folder."""
     return {"server_name": host, "server_port": port, "share": share, "auth": auth,
-            "root_path": root_path or "", "allowed_paths": [], "max_file_size": MAX_UPLOAD,
+            "root_path": root_path or "", "allowed_paths": [str(app.playground_output_dir)],
+            "max_file_size": MAX_UPLOAD,
             "show_error": True, "ssr_mode": False, "enable_monitoring": False,
             "footer_links": ["api", "gradio"]}
