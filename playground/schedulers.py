@@ -47,8 +47,16 @@ def all_names() -> list[str]:
     return [name for name, (cls, _) in CATALOGUE.items() if available(cls)]
 
 
+def as_config(scheduler_or_config) -> dict:
+    """A scheduler's config with its class name, from a scheduler or a config dict."""
+    if hasattr(scheduler_or_config, "config"):
+        return {**scheduler_or_config.config, "_class_name": type(scheduler_or_config).__name__}
+    return dict(scheduler_or_config)
+
+
 def name_of(config) -> str:
-    """The catalogue name that describes a scheduler config, else its class name."""
+    """The catalogue name that describes a scheduler (or its config), else its class name."""
+    config = as_config(config)
     class_name = config["_class_name"]
     for name, (cls, overrides) in CATALOGUE.items():
         if cls == class_name and all(config.get(k, v) == v for k, v in overrides.items()):
@@ -57,7 +65,9 @@ def name_of(config) -> str:
 
 
 def compatible_names(config) -> list[str]:
-    """Catalogue names a model whose default scheduler has `config` can use, default first."""
+    """Catalogue names a model whose default scheduler (or its config) is `config` can use,
+    default first."""
+    config = as_config(config)
     own = getattr(diffusers, config["_class_name"])
     classes = {c if isinstance(c, str) else c.__name__ for c in getattr(own, "_compatibles", [])}
     classes.add(own.__name__)
@@ -73,6 +83,7 @@ def build(name: str | None, config, seed: int):
     """A new scheduler instance: catalogue `name` over the model's `config`, or the
     model's own scheduler when `name` is None. `seed` fixes stochastic samplers whose
     noise does not come from the pipeline's generator (DPM++ SDE's Brownian tree)."""
+    config = as_config(config)
     if name is None:
         cls = getattr(diffusers, config["_class_name"])
         overrides = {}
@@ -85,4 +96,5 @@ def build(name: str | None, config, seed: int):
         cls = getattr(diffusers, class_name)
     if cls.__name__ == "DPMSolverSDEScheduler":
         overrides = {**overrides, "noise_sampler_seed": seed}
+    config = {k: v for k, v in config.items() if k != "_class_name"}
     return cls.from_config(config, **overrides)

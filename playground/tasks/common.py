@@ -45,7 +45,7 @@ def execute(registry: Registry, task: str, common: dict, settings: dict,
     for label, text in (prompts or {}).items():
         settings["warnings"] += checks.token_warnings(shared.tokenizer, label, text)
     seed = run.resolve_seed(common["seed"])
-    scheduler = schedulers.build(common["scheduler"], shared.scheduler.config, seed)
+    scheduler = schedulers.build(common["scheduler"], shared.scheduler, seed)
     pipe = run.request_pipeline(shared, scheduler)
     device, dtype = registry.device_and_dtype(model)
     if control is not None:
@@ -55,7 +55,7 @@ def execute(registry: Registry, task: str, common: dict, settings: dict,
                       run.step_callback_kwargs(pipe, control, common["steps"]))
     source = registry.entry(model).sources[task]
     base = {"task": task, "model": model, "revision": source.revision,
-            "source": _describe(source), "scheduler": schedulers.name_of(scheduler.config),
+            "source": _describe(source), "scheduler": schedulers.name_of(scheduler),
             "steps": common["steps"], "guidance": common["guidance"], "seed": seed,
             **settings, "seconds": round(clock["seconds"], 3), "device": device,
             "dtype": str(dtype).replace("torch.", ""), "versions": run.versions()}
