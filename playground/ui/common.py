@@ -112,10 +112,10 @@ def sampling_controls(pg: Playground, task: str, tab: str) -> SamplingControls:
     with gr.Row(equal_height=True):
         seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", elem_id=f"{tab}-seed",
                          scale=3)
-        random_seed = gr.Button("🎲 Random", scale=1, min_width=60)
+        random_seed = gr.Button("Random", size="sm", scale=1, min_width=60)
         seed_used = gr.Number(label="Seed used", precision=0, interactive=False,
                               elem_id=f"{tab}-seed-used", scale=3)
-        reuse_seed = gr.Button("♻️ Reuse", scale=1, min_width=60)
+        reuse_seed = gr.Button("Reuse", size="sm", scale=1, min_width=60)
     controls = SamplingControls(model_box, scheduler, steps, guidance, seed, random_seed,
                                 seed_used, reuse_seed)
     random_seed.click(lambda: -1, None, seed, queue=False, api_visibility="private")

@@ -27,7 +27,7 @@ class InpaintTab:
 
 def split_editor_value(value: dict | None) -> tuple[Image.Image | None, Image.Image | None]:
     """(picture, mask) from the editor: the background, and white wherever any layer
-    was painted (the union of the layers' alpha)."""
+    was painted (the union of the layers' alpha; brush edges count as painted)."""
     if not value or value.get("background") is None:
         return None, None
     background = value["background"]
@@ -40,7 +40,7 @@ def split_editor_value(value: dict | None) -> tuple[Image.Image | None, Image.Im
         if layer.size != picture.size:
             layer = layer.resize(picture.size, Image.NEAREST)
         alpha = np.maximum(alpha, np.asarray(layer)[:, :, 3])
-    return picture, Image.fromarray(alpha, mode="L")
+    return picture, Image.fromarray(np.where(alpha > 0, 255, 0).astype(np.uint8), mode="L")
 
 
 def editor_value(picture: Image.Image | str | None):
@@ -57,7 +57,7 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             editor = gr.ImageEditor(label="Picture: paint over what should change",
                                     type="pil", image_mode="RGBA", format="png",
                                     sources=["upload", "clipboard"], layers=False,
-                                    brush=gr.Brush(colors=["#ffffff"], default_size=8,
+                                    brush=gr.Brush(colors=["#ff00ff"], default_size=6,
                                                    color_mode="fixed"),
                                     height=DISPLAY_HEIGHT + 80, elem_id=f"{TAB}-editor")
             example = gr.Button("Use an example picture", size="sm")

@@ -68,6 +68,6 @@ def launch_options(app, *, host: str = "127.0.0.1", port: int | None = None,
     served beyond Gradio's own cache is the API's output folder."""
     return {"server_name": host, "server_port": port, "share": share, "auth": auth,
             "root_path": root_path or "", "allowed_paths": [str(app.playground_output_dir)],
-            "max_file_size": MAX_UPLOAD,
+            "max_file_size": MAX_UPLOAD, "css": getattr(app, "playground_css", None),
             "show_error": True, "ssr_mode": False, "enable_monitoring": False,
             "footer_links": ["api", "gradio"]}

@@ -14,6 +14,13 @@ from .runs import ActiveRuns
 
 TASK = "upscale"
 TAB = "upscale"
+# Input and output pictures drawn in boxes of one size, pixels kept sharp.
+CSS = f"""
+#{TAB}-input img, #{TAB}-result img {{
+    width: {DISPLAY_HEIGHT - 40}px; height: {DISPLAY_HEIGHT - 40}px;
+    object-fit: contain; image-rendering: pixelated;
+}}
+"""
 
 
 @dataclass

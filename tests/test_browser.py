@@ -1,0 +1,243 @@
+"""The app in a real browser: Debian's chromium driven by Playwright, against the app
+served in this process with the starter models. Each tab generates (progress seen,
+picture fetched and checked by its pixels), a mask is painted, a box is drawn, Stop
+stops a run mid-way, "send to" carries a picture over, and the page logs no errors.
+On failure, a screenshot of every tab goes to test-artifacts/ (gitignored)."""
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, sync_playwright
+
+from app_server import running_app
+from playground.ui.examples import example_picture
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TABS = {"t2i": "Text to image", "layout": "Layout to image", "inpaint": "Inpainting",
+        "upscale": "Super-resolution"}
+STEPS = 4
+TIMEOUT_MS = 90_000
+# Watch a status line and remember every text it showed (steps go by faster than polls).
+WATCH_STATUS = """(id) => {
+    const el = document.querySelector('#' + id);
+    window.__seen = window.__seen || {};
+    window.__seen[id] = [];
+    new MutationObserver(() => window.__seen[id].push(el.innerText))
+        .observe(el, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_app() as (app, url):
+        yield app, url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    """A fresh page on the app; fails the test if the page logged errors, and saves a
+    screenshot of each tab when the test failed."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server[1])
+    page.wait_for_selector("#t2i-generate")
+    failed_before = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed_before:
+        save_screenshots(page, request.node.name)
+    context.close()
+    assert not errors, f"the page logged errors: {errors}"
+
+
+def save_screenshots(page: Page, test_name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for tab, title in TABS.items():
+        try:
+            page.get_by_role("tab", name=title).click(timeout=5_000)
+            page.screenshot(path=str(ARTIFACTS / f"{test_name}-{tab}.png"), full_page=True)
+        except Exception as error:  # noqa: BLE001 - a screenshot must not hide the failure
+            print(f"no screenshot of {tab}: {error}")
+
+
+# ---------------------------------------------------------------- helpers
+
+def open_tab(page: Page, tab: str) -> None:
+    page.get_by_role("tab", name=TABS[tab]).click()
+    page.wait_for_selector(f"#{tab}-generate", state="visible")
+
+
+def set_number(page: Page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def generate(page: Page, tab: str) -> list[str]:
+    """Press Generate with few steps; wait for the end; return what the status showed."""
+    set_number(page, f"{tab}-steps", STEPS)
+    page.evaluate(WATCH_STATUS, f"{tab}-status")
+    page.click(f"#{tab}-generate")
+    page.wait_for_function(
+        "(id) => document.querySelector('#' + id).innerText.includes('Done in')"
+        " || document.querySelector('[data-testid=toast-body]')",
+        arg=f"{tab}-status", timeout=TIMEOUT_MS)
+    toast = page.locator("[data-testid=toast-body]")
+    assert toast.count() == 0, f"the app showed an error: {toast.first.inner_text()}"
+    return page.evaluate("(id) => window.__seen[id]", f"{tab}-status")
+
+
+def picture_in(page: Page, selector: str) -> Image.Image:
+    """Fetch the picture an <img> under `selector` shows, as served by the app."""
+    img = page.locator(f"{selector} img").first
+    img.wait_for(state="attached")
+    source = img.get_attribute("src")
+    body = page.request.get(source).body() if not source.startswith("data:") else None
+    assert body is not None, f"{selector} shows an inline picture, not a served PNG"
+    return Image.open(io.BytesIO(body))
+
+
+def assert_real_picture(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    assert image.format == "PNG", f"expected a lossless PNG, got {image.format}"
+    assert image.size == size
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    assert pixels.std() > 1, "the picture is blank"
+    return pixels
+
+
+def assert_progress_was_shown(seen: list[str]) -> None:
+    steps = [text for text in seen if text.startswith("Step ")]
+    assert steps, f"no step count was shown while sampling: {seen}"
+    assert any(f"/{STEPS}" in text for text in steps)
+
+
+def workers_of(tab: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"playground-{tab}" and t.is_alive()]
+
+
+# ---------------------------------------------------------------- the tabs
+
+def test_text_to_image_tab(page):
+    page.fill("#t2i-prompt textarea", "a blue square")
+    set_number(page, "t2i-seed", 5)
+    seen = generate(page, "t2i")
+    assert_progress_was_shown(seen)
+    assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+    assert_real_picture(picture_in(page, "#t2i-preview"), (64, 64))
+    assert page.locator("#t2i-seed-used input").input_value() == "5"
+    assert "seed 5" in page.inner_text("#t2i-status")
+
+    page.get_by_role("button", name="Send to Super-resolution").first.click()
+    page.wait_for_selector("#upscale-generate", state="visible")
+    sent = picture_in(page, "#upscale-input")
+    assert sent.size == (64, 64)
+
+
+def test_layout_tab_draws_a_box_with_a_phrase(page):
+    open_tab(page, "layout")
+    canvas = page.locator("#layout-canvas canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 160, y + 140, steps=10)
+    page.mouse.up()
+    label = page.locator("#model-box-edit input[aria-label='Label']")
+    label.fill("a red circle")
+    page.locator("#model-box-edit").get_by_role("button", name="OK").click()
+    table = page.locator("#layout-table")
+    page.wait_for_function("() => document.querySelector('#layout-table').innerText"
+                           ".includes('a red circle')")
+    assert "a red circle" in table.inner_text()
+
+    seen = generate(page, "layout")
+    assert_progress_was_shown(seen)
+    assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    overlay = page.locator("#layout-overlay")
+    assert "a red circle" in overlay.inner_text(), "the box is not drawn over the result"
+
+
+def test_inpaint_tab_paints_a_mask(page):
+    open_tab(page, "inpaint")
+    page.get_by_role("button", name="Use an example picture").first.click()
+    editor = page.locator("#inpaint-editor")
+    editor.locator("button[aria-label='Brush']").click()
+    canvas = editor.locator("canvas").last
+    page.wait_for_timeout(500)
+    box = canvas.bounding_box()
+    # paint a stroke across the lower middle of the picture
+    y = box["y"] + box["height"] * 0.55
+    page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=10)
+    page.mouse.up()
+
+    seen = generate(page, "inpaint")
+    assert_progress_was_shown(seen)
+    mask = np.asarray(picture_in(page, "#inpaint-mask").convert("L"))
+    assert mask.shape == (64, 64)
+    painted = mask > 127
+    assert 0 < painted.sum() < painted.size / 2, "the painted stroke is not the mask"
+    result = assert_real_picture(picture_in(page, "#inpaint-result"), (64, 64))
+    original = np.asarray(example_picture(), dtype=np.int16)
+    assert np.array_equal(result[~painted], original[~painted]), \
+        "pixels outside the painted mask changed"
+
+
+def test_upscale_tab_shows_input_and_output_side_by_side(page):
+    open_tab(page, "upscale")
+    page.get_by_role("button", name="Use an example picture").last.click()
+    page.wait_for_selector("#upscale-input img")
+    seen = generate(page, "upscale")
+    assert_progress_was_shown(seen)
+    assert_real_picture(picture_in(page, "#upscale-result"), (256, 256))
+    source = page.locator("#upscale-input img").first.bounding_box()
+    output = page.locator("#upscale-result img").first.bounding_box()
+    assert abs(source["height"] - output["height"]) < 2, "not shown at the same size"
+
+
+def test_stop_ends_the_run_mid_way(page, server):
+    set_number(page, "t2i-steps", 150)
+    page.evaluate(WATCH_STATUS, "t2i-status")
+    page.click("#t2i-generate")
+    page.wait_for_function(
+        "() => /^Step ([3-9]|\\d\\d+)\\//.test(document.querySelector('#t2i-status').innerText)")
+    page.click("#t2i-stop")
+    page.wait_for_function(
+        "() => document.querySelector('#t2i-status').innerText.includes('Stopped')")
+    deadline = time.monotonic() + 10
+    while workers_of("t2i") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not workers_of("t2i"), "the sampling loop kept running after Stop"
+    assert server[0].playground_runs.count() == 0
+    seen = page.evaluate("() => window.__seen['t2i-status']")
+    last_step = max(int(t.split()[1].split("/")[0]) for t in seen if t.startswith("Step "))
+    assert last_step < 150
+    assert page.locator("#t2i-result img").count() == 0, "a stopped run showed a result"
+
+    seen = generate(page, "t2i")  # the app serves the next run as usual
+    assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
