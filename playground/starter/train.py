@@ -491,6 +491,38 @@ def export(args):
         json.dump({"steps": steps}, f, indent=1)
 
 
+def state_from_shipped(task: str, weights: str) -> bool:
+    """Recreate runs/<task>/state.safetensors from the shipped fp16 folders, so training
+    continues on a fresh clone (weights and EMA from the shipped model, optimiser afresh)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = os.path.join(weights, "text2img" if task == "vae" else task)
+    info = os.path.join(weights, "training.json")
+    if not (os.path.isdir(folder) and os.path.exists(info)):
+        return False
+    with open(info) as f:
+        step = json.load(f)["steps"].get(task, 0)
+    if not step:
+        return False
+    f32 = dict(torch_dtype=torch.float32)
+    if task == "vae":
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **f32)
+        mods, extra = {"vae": vae}, {"scaling_factor": vae.config.scaling_factor}
+    elif task == "text2img":
+        mods = {"unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **f32),
+                "text": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **f32)}
+        extra = {}
+    else:
+        mods, extra = {"unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **f32)}, {}
+    emas = {name: Ema(m, 0.999) for name, m in mods.items()}
+    opt = torch.optim.AdamW([p for m in mods.values() for p in m.parameters()])
+    os.makedirs(os.path.join(RUNS, task), exist_ok=True)
+    save_state(os.path.join(RUNS, task, "state.safetensors"), mods, emas, opt, step, extra)
+    log(task, f"state recreated from the shipped weights at step {step}")
+    return True
+
+
 TASKS = {"vae": train_vae, "text2img": train_text2img, "layout": train_layout,
          "inpaint": train_inpaint, "upscale": train_upscale}
 
@@ -516,6 +548,10 @@ def main(argv=None):
     if args.task == "export":
         export(args)
     else:
+        needed = {"vae": ["vae"], "text2img": ["vae", "text2img"]}.get(args.task, ["vae", "text2img", args.task])
+        for task in needed:
+            if not os.path.exists(os.path.join(RUNS, task, "state.safetensors")):
+                state_from_shipped(task, args.weights)
         TASKS[args.task](args, device_of(args))
 
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Train every starter model in order, then export the shipped folders.
+# Each stage resumes from runs/<task>/state.safetensors, so rerunning continues training;
+# raise the minutes to train longer. Usage: bash playground/starter/train_all.sh [scale]
+# (scale multiplies every stage's minutes; on a CUDA machine the same commands use the GPU).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+s=${1:-1}
+m() { python -c "print($1 * $s)"; }
+export OMP_WAIT_POLICY=PASSIVE
+T="python -m playground.starter.train"
+$T vae      --minutes "$(m 18)" --batch 32 --crop 32
+$T text2img --minutes "$(m 70)" --batch 32
+$T layout   --minutes "$(m 30)" --batch 32 &
+$T inpaint  --minutes "$(m 30)" --batch 32 --threads 1
+wait
+$T upscale  --minutes "$(m 20)" --batch 16
+$T export
