@@ -149,3 +149,16 @@ def test_server_paths_are_refused(server):
     event = httpx.post(f"{url}gradio_api/call/upscale", json=payload).json()["event_id"]
     answer = httpx.get(f"{url}gradio_api/call/upscale/{event}", timeout=60).text
     assert "event: error" in answer and "import" not in answer
+
+
+def test_client_example_runs_against_the_app(server, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "client.py"
+    spec = importlib.util.spec_from_file_location("example_client", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(["--url", server[1], "--steps", "2", "--out", str(tmp_path)])
+    assert sorted(results) == sorted(TASKS)
+    assert Image.open(tmp_path / "upscale.png").size == (256, 256)
