@@ -81,6 +81,8 @@ def text_cases(name: str, n: int, n_objects: int) -> list[Case]:
     cases = []
     for i in range(n):
         scene = random_scene(rng, n_objects=n_objects)
+        while len(scene.objects) != n_objects:  # random_scene gives up on crowded draws
+            scene = random_scene(rng, n_objects=n_objects)
         cases.append(Case(scene, caption(scene, rng, drop=0.0), seed=i))
     return cases
 
@@ -531,7 +533,8 @@ def main(argv=None):
         sizes = ", ".join(f"{k} {v[2 if args.quick else 1]}" for k, v in SETS.items())
         meta = (f"Measured by `python -m playground.starter.evaluate{' --quick' if args.quick else ''}` on "
                 f"{time.strftime('%Y-%m-%d')}: {STEPS} steps, default scheduler, fp32 on CPU with "
-                f"{args.threads} torch thread(s) (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); held-out set sizes: {sizes}; "
+                f"{args.threads} torch thread(s) (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); "
+                f"held-out set sizes: {sizes}; "
                 f"text2img steps trained: {training_steps(args.weights).get('steps', {}).get('text2img', 'n/a')}.")
         write_card(card, results, pipes, rows, meta, args.weights)
         print("updated", card)

@@ -1,7 +1,8 @@
 """The judge: a small convolutional classifier that reads a Shapes picture.
 
-It reads the background colour and, for each of the 9 grid cells (the world puts at most
-one object in a cell), whether an object is there, its colour, shape and size, and its box.
+It reads the background colour and finds object centres on a 16 x 16 map (a small
+CenterNet-like detector), with each object's colour, shape, size and box; an object is in
+the grid cell that holds its box centre (at most one per cell, as in the world).
 It is trained on renders only, with mild blur, noise and colour jitter so that it can also
 read what the models draw.
 
@@ -26,47 +27,55 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .world import BASE, CELLS, COLOURS, SHAPES, SIZE_NAMES, random_scene, render
+from .world import BASE, CELLS, COLOURS, SHAPES, SIZE_NAMES, Scene, cell_of, random_scene, render
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "judge.safetensors")
 EVAL_SEED = 9_000_001  # held-out renders; training draws from seeds below 1_000_000
 N_CELLS = len(CELLS)
-# per cell: presence logit, colour logits, shape logits, size logits, box (x0, y0, x1, y1)
-CELL_OUT = 1 + len(COLOURS) + len(SHAPES) + len(SIZE_NAMES) + 4
-N_OUT = len(COLOURS) + N_CELLS * CELL_OUT
+GRID = 16  # the detector's output map: one location per 4 x 4 pixels
+# per location: centre logit, colour, shape and size logits, box (centre offset x, y; width, height)
+HEADS = {"centre": 1, "colour": len(COLOURS), "shape": len(SHAPES), "size": len(SIZE_NAMES), "box": 4}
 
 
 # ---------------------------------------------------------------- the network
 
-def conv(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+def conv(c_in: int, c_out: int, stride: int = 1, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 class JudgeNet(nn.Module):
-    """64 x 64 RGB in [0, 1] -> background logits and per-cell outputs."""
+    """A small centre-point detector (CenterNet-like). 64 x 64 RGB in [0, 1] -> background
+    logits, and on a 16 x 16 map: is an object's centre here, its colour, shape, size and box."""
 
-    def __init__(self, width: int = 24, features: int = 256):
+    def __init__(self, w: int = 24):
         super().__init__()
-        w = width
-        self.body = nn.Sequential(
-            conv(3, w, 2),                                  # 32 x 32
-            conv(w, 2 * w, 2), conv(2 * w, 2 * w, 1),       # 16 x 16
-            conv(2 * w, 4 * w, 2),                          # 8 x 8
-            conv(4 * w, 4 * w, 2))                          # 4 x 4
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 16, features), nn.ReLU())
-        self.head = nn.Linear(features, N_OUT)
+        self.down16 = nn.Sequential(conv(3, w, 2), conv(w, 2 * w, 2), conv(2 * w, 2 * w))  # 16 x 16
+        self.down8 = nn.Sequential(conv(2 * w, 3 * w, 2), conv(3 * w, 3 * w))              # 8 x 8
+        self.down4 = nn.Sequential(conv(3 * w, 3 * w, 2), conv(3 * w, 3 * w))              # 4 x 4
+        self.fuse = nn.Sequential(conv(8 * w, 3 * w, k=1), conv(3 * w, 3 * w))
+        self.dense = nn.Conv2d(3 * w, sum(HEADS.values()), 1)
+        self.background = nn.Linear(3 * w, len(COLOURS))
+        with torch.no_grad():
+            self.dense.bias[0] = -4.0  # centres are rare: start from a low prior
+
+    def trunk(self, x: torch.Tensor):
+        f16 = self.down16(x * 2 - 1)
+        f8 = self.down8(f16)
+        f4 = self.down4(f8)
+        up = [F.interpolate(f, size=f16.shape[-2:], mode="bilinear") for f in (f8, f4)]
+        return self.fuse(torch.cat([f16] + up, 1)), f4
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature vector the heads read (also used for the Frechet distance)."""
-        return self.features(self.body(x * 2 - 1))
+        """Pooled features of the whole picture (used for the Frechet distance)."""
+        fused, f4 = self.trunk(x)
+        return torch.cat([fused.mean((2, 3)), fused.amax((2, 3)), f4.mean((2, 3))], 1)
 
     def forward(self, x: torch.Tensor) -> dict:
-        out = self.head(self.embed(x))
-        bg, cells = out[:, :len(COLOURS)], out[:, len(COLOURS):].reshape(-1, N_CELLS, CELL_OUT)
-        c, s = len(COLOURS), len(SHAPES)
-        return {"background": bg, "present": cells[..., 0], "colour": cells[..., 1:1 + c],
-                "shape": cells[..., 1 + c:1 + c + s], "size": cells[..., 1 + c + s:-4],
-                "box": cells[..., -4:]}
+        fused, f4 = self.trunk(x)
+        out = dict(zip(HEADS, self.dense(fused).split(list(HEADS.values()), 1)))
+        out["centre"] = out["centre"][:, 0]
+        out["background"] = self.background(f4.mean((2, 3)))
+        return out
 
 
 # ---------------------------------------------------------------- data
@@ -83,25 +92,27 @@ def to_batch(images) -> torch.Tensor:
 
 
 def targets_of(scenes) -> dict:
-    """Per-scene targets: background index, and per cell presence, labels and box."""
-    n = len(scenes)
+    """Background index; per object: its batch index, map location (row, col), labels and box."""
     t = {"background": torch.tensor([COLOURS.index(s.background) for s in scenes]),
-         "present": torch.zeros(n, N_CELLS), "colour": torch.zeros(n, N_CELLS, dtype=torch.long),
-         "shape": torch.zeros(n, N_CELLS, dtype=torch.long), "size": torch.zeros(n, N_CELLS, dtype=torch.long),
-         "box": torch.zeros(n, N_CELLS, 4)}
+         "where": [], "colour": [], "shape": [], "size": [], "box": []}
     for i, s in enumerate(scenes):
         for o in s.objects:
-            j = CELLS.index(o.cell)
-            t["present"][i, j] = 1
-            t["colour"][i, j] = COLOURS.index(o.colour)
-            t["shape"][i, j] = SHAPES.index(o.shape)
-            t["size"][i, j] = SIZE_NAMES.index(o.size)
-            t["box"][i, j] = torch.tensor(o.box)
-    return t
+            cx, cy = o.centre
+            t["where"].append((i, min(int(cy * GRID), GRID - 1), min(int(cx * GRID), GRID - 1)))
+            t["colour"].append(COLOURS.index(o.colour))
+            t["shape"].append(SHAPES.index(o.shape))
+            t["size"].append(SIZE_NAMES.index(o.size))
+            t["box"].append((cx * GRID, cy * GRID, (o.box[2] - o.box[0]) * BASE, (o.box[3] - o.box[1]) * BASE))
+    return {k: torch.tensor(v) if k != "background" else v for k, v in t.items()}
+
+
+def training_scene(rng: random.Random) -> Scene:
+    """A random scene of the world, or now and then an empty background."""
+    return Scene(rng.choice(COLOURS), []) if rng.random() < 0.03 else random_scene(rng)
 
 
 def render_batch(rng: random.Random, n: int):
-    scenes = [random_scene(rng) for _ in range(n)]
+    scenes = [training_scene(rng) for _ in range(n)]
     return scenes, to_batch([render(s, BASE) for s in scenes])
 
 
@@ -132,13 +143,20 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 # ---------------------------------------------------------------- training
 
 def judge_loss(out: dict, t: dict) -> torch.Tensor:
-    present = t["present"] > 0
-    loss = F.cross_entropy(out["background"], t["background"])
-    loss = loss + F.binary_cross_entropy_with_logits(out["present"], t["present"])
+    b, r, c = t["where"].T
+    heat = torch.zeros_like(out["centre"])
+    heat[b, r, c] = 1
+    # near misses (the 8 neighbours of a centre) are neither right nor wrong
+    near = F.max_pool2d(heat[:, None], 3, 1, 1)[:, 0]
+    weight = torch.where(heat > 0, torch.full_like(heat, 20.0), 1.0 - near)
+    loss = F.binary_cross_entropy_with_logits(out["centre"], heat, weight=weight, reduction="sum") / len(b)
+    loss = loss + F.cross_entropy(out["background"], t["background"])
     for key in ("colour", "shape", "size"):
-        loss = loss + F.cross_entropy(out[key][present], t[key][present])
-    # box error in pixels of a 64 px picture
-    return loss + 0.1 * F.smooth_l1_loss(out["box"][present] * BASE, t["box"][present] * BASE)
+        loss = loss + F.cross_entropy(out[key][b, :, r, c], t[key])
+    box = out["box"][b, :, r, c]
+    # centre offset (map cells) and side (pixels) of a 64 px picture
+    pred = torch.cat([box[:, :2] + torch.stack([c, r], 1), box[:, 2:] * 16], 1)
+    return loss + 0.3 * F.smooth_l1_loss(pred, t["box"].float())
 
 
 def train(steps: int, batch: int, lr: float, seed: int = 0) -> JudgeNet:
@@ -157,6 +175,11 @@ def train(steps: int, batch: int, lr: float, seed: int = 0) -> JudgeNet:
         opt.step()
         if (step + 1) % 100 == 0:
             print(f"step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+        if (step + 1) % 500 == 0:
+            net.eval()
+            acc = accuracy(Judge(net), n=200, seed=EVAL_SEED + 1)
+            print("  held-out:", ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if isinstance(v, float)), flush=True)
+            net.train()
     return net.eval()
 
 
@@ -178,10 +201,6 @@ class Judge:
         return cls(net)
 
     @torch.no_grad()
-    def raw(self, images) -> dict:
-        return self.net(to_batch(images))
-
-    @torch.no_grad()
     def features(self, images) -> np.ndarray:
         return self.net.embed(to_batch(images)).numpy().astype(np.float64)
 
@@ -192,23 +211,32 @@ class Judge:
         """Each picture as {"background", "objects": [{"colour", "shape", "size", "cell", "box", "score"}]}."""
         readings = []
         for i in range(0, len(images), batch):
-            out = self.raw(images[i:i + batch])
-            for k in range(len(out["background"])):
-                readings.append(_reading(out, k))
+            readings += self.read_tensor(to_batch(images[i:i + batch]))
         return readings
+
+    @torch.no_grad()
+    def read_tensor(self, x: torch.Tensor) -> list[dict]:
+        """Readings of a (N, 3, 64, 64) batch in [0, 1]."""
+        out = self.net(x)
+        return [_reading(out, k) for k in range(len(x))]
 
 
 def _reading(out: dict, k: int) -> dict:
-    objects = []
-    scores = torch.sigmoid(out["present"][k])
-    for j in range(N_CELLS):
-        if scores[j] < 0.5:
-            continue
-        box = tuple(float(v) for v in out["box"][k, j].clamp(0, 1))
-        objects.append({"colour": COLOURS[out["colour"][k, j].argmax()], "shape": SHAPES[out["shape"][k, j].argmax()],
-                        "size": SIZE_NAMES[out["size"][k, j].argmax()], "cell": CELLS[j], "box": box,
-                        "score": float(scores[j])})
-    return {"background": COLOURS[out["background"][k].argmax()], "objects": objects}
+    """Peaks of the centre map above 0.5; at most one object per cell (the most confident)."""
+    p = torch.sigmoid(out["centre"][k])
+    peaks = (p >= 0.5) & (p == F.max_pool2d(p[None, None], 3, 1, 1)[0, 0])
+    best = {}
+    for r, c in peaks.nonzero().tolist():
+        dx, dy, w, h = out["box"][k, :, r, c].tolist()
+        cx, cy, w, h = (c + dx) / GRID, (r + dy) / GRID, w * 16 / BASE, h * 16 / BASE
+        box = tuple(min(max(v, 0.0), 1.0) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        obj = {"colour": COLOURS[out["colour"][k, :, r, c].argmax()], "shape": SHAPES[out["shape"][k, :, r, c].argmax()],
+               "size": SIZE_NAMES[out["size"][k, :, r, c].argmax()], "cell": cell_of(cx, cy), "box": box,
+               "score": float(p[r, c])}
+        if obj["cell"] not in best or obj["score"] > best[obj["cell"]]["score"]:
+            best[obj["cell"]] = obj
+    return {"background": COLOURS[out["background"][k].argmax()],
+            "objects": sorted(best.values(), key=lambda o: CELLS.index(o["cell"]))}
 
 
 # ---------------------------------------------------------------- measuring the judge
@@ -251,7 +279,7 @@ def accuracy(judge: Judge, n: int = 2000, seed: int = EVAL_SEED) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["train", "eval"])
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--n", type=int, default=2000, help="renders for eval")
