@@ -32,7 +32,8 @@ WATCH_STATUS = """(id) => {
     const el = document.querySelector('#' + id);
     window.__seen = window.__seen || {};
     window.__seen[id] = [];
-    new MutationObserver(() => window.__seen[id].push(el.innerText))
+    new MutationObserver(() => window.__seen[id].push(
+            el.innerText.trim() + (el.querySelector('progress') ? ' [bar]' : '')))
         .observe(el, {subtree: true, childList: true, characterData: true});
 }"""
 
@@ -132,6 +133,7 @@ def assert_progress_was_shown(seen: list[str]) -> None:
     steps = [text for text in seen if text.startswith("Step ")]
     assert steps, f"no step count was shown while sampling: {seen}"
     assert any(f"/{STEPS}" in text for text in steps)
+    assert all(text.endswith("[bar]") for text in steps), "no progress bar beside the count"
 
 
 def workers_of(tab: str) -> list[threading.Thread]:
@@ -225,7 +227,8 @@ def test_stop_ends_the_run_mid_way(page, server):
     page.evaluate(WATCH_STATUS, "t2i-status")
     page.click("#t2i-generate")
     page.wait_for_function(
-        "() => /^Step ([3-9]|\\d\\d+)\\//.test(document.querySelector('#t2i-status').innerText)")
+        "() => /^Step ([3-9]|\\d\\d+)\\//.test("
+        "document.querySelector('#t2i-status').innerText.trim())")
     page.click("#t2i-stop")
     page.wait_for_function(
         "() => document.querySelector('#t2i-status').innerText.includes('Stopped')")

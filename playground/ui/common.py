@@ -6,6 +6,7 @@ and whatever it refuses comes back to the user as its own message.
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 from dataclasses import dataclass
@@ -60,15 +61,19 @@ def settings_json(image: Image.Image) -> dict:
 
 
 def done_message(settings: dict) -> str:
-    parts = [f"Done in {settings.get('seconds', 0):.2f} s",
-             f"seed {settings.get('seed')}",
-             f"{settings.get('scheduler')}, {settings.get('steps')} steps",
-             f"guidance {settings.get('guidance')}"]
-    text = " · ".join(parts)
-    warnings = settings.get("warnings") or []
-    if warnings:
-        text += "\n\n" + "\n".join(f"- ⚠️ {w}" for w in warnings)
-    return text
+    """The status line after a run: time, seed, scheduler, and any warnings."""
+    line = " · ".join([f"Done in {settings.get('seconds', 0):.2f} s",
+                       f"seed {settings.get('seed')}",
+                       f"{settings.get('scheduler')}, {settings.get('steps')} steps",
+                       f"guidance {settings.get('guidance')}"])
+    warnings = "".join(f"<li>{html.escape(str(w))}</li>" for w in settings.get("warnings") or [])
+    return f"<div>{html.escape(line)}</div>" + (f"<ul>{warnings}</ul>" if warnings else "")
+
+
+def step_message(step: int, total: int, seconds: float) -> str:
+    """The status line while sampling: a progress bar and the step count."""
+    return (f'<progress value="{step}" max="{total}" style="width: 100%"></progress>'
+            f"<div>Step {step}/{total} · {seconds:.1f} s</div>")
 
 
 # ---------------------------------------------------------------- controls
@@ -149,10 +154,10 @@ def run_buttons(tab: str, label: str = "Generate") -> RunButtons:
     return RunButtons(generate, stop)
 
 
-def preview_and_status(tab: str) -> tuple[gr.Image, gr.Markdown]:
+def preview_and_status(tab: str) -> tuple[gr.Image, gr.HTML]:
     preview = gr.Image(label="Preview while sampling", format="png", interactive=False,
                        height=160, elem_id=f"{tab}-preview")
-    status = gr.Markdown("", elem_id=f"{tab}-status")
+    status = gr.HTML("", elem_id=f"{tab}-status")
     return preview, status
 
 
@@ -180,8 +185,8 @@ def stream_to_ui(call: Callable, *, steps: Any, runs: ActiveRuns, request: gr.Re
                 return
             progress((update.step, update.total), desc="Sampling", unit="steps")
             preview = update.preview if update.preview is not None else gr.skip()
-            yield (*skip, preview,
-                   f"Step {update.step}/{update.total} · {update.seconds:.1f} s", gr.skip())
+            yield (*skip, preview, step_message(update.step, update.total, update.seconds),
+                   gr.skip())
     except Cancelled:
         yield (*skip, gr.skip(), "Stopped.", gr.skip())
     except gr.Error:
@@ -192,12 +197,13 @@ def stream_to_ui(call: Callable, *, steps: Any, runs: ActiveRuns, request: gr.Re
 
 def wire_run(buttons: RunButtons, fn: Callable, inputs: list, results: list, preview,
              status, seed_used, *, runs: ActiveRuns, tab: str, concurrency_id: str,
-             concurrency_limit: int | None):
-    """Generate runs `fn` (a generator over `stream_to_ui`); Stop cancels only this
-    browser session's run of this tab."""
+             concurrency_limit: int | None, progress_on=None):
+    """Generate runs `fn` (a generator over `stream_to_ui`), its progress bar drawn over
+    `progress_on` (default: the first result) so the preview stays visible; Stop
+    cancels only this browser session's run of this tab."""
     event = buttons.generate.click(
         fn, inputs, [*results, preview, status, seed_used], show_progress="full",
-        show_progress_on=results, concurrency_id=concurrency_id,
+        show_progress_on=progress_on or results[0], concurrency_id=concurrency_id,
         concurrency_limit=concurrency_limit, api_visibility="private")
 
     def stop(request: gr.Request):

@@ -100,5 +100,6 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
 
     wire_run(buttons, generate, [editor, prompt, negative, strength, *controls.inputs],
              [mask_used, result, settings], preview, status, controls.seed_used, runs=runs,
-             tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
+             tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit,
+             progress_on=result)
     return InpaintTab(editor, result, send_to_upscale)
