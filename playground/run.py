@@ -92,9 +92,48 @@ def request_pipeline(shared, scheduler):
     for name in params:  # non-module config such as requires_safety_checker, max_noise_level
         if name not in kwargs and name != "self" and name in shared.config:
             kwargs[name] = shared.config[name]
+    if kwargs.get("tokenizer") is not None:
+        kwargs["tokenizer"] = LockedTokenizer.around(kwargs["tokenizer"])
     pipe = cls(**kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+class LockedTokenizer:
+    """A shared tokenizer whose calls take turns. Fast (Rust) tokenizers set padding and
+    truncation on the shared object before each encode, so two requests tokenizing at once
+    (one padding to "max_length", one to "longest") can get each other's settings."""
+
+    _locks: dict[int, threading.Lock] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, tokenizer, lock: threading.Lock):
+        self._tokenizer, self._lock = tokenizer, lock
+
+    @classmethod
+    def around(cls, tokenizer) -> "LockedTokenizer":
+        if isinstance(tokenizer, cls):
+            return tokenizer
+        with cls._guard:
+            lock = cls._locks.setdefault(id(tokenizer), threading.Lock())
+        return cls(tokenizer, lock)
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __len__(self):
+        return len(self._tokenizer)
+
+    def __getattr__(self, name):
+        value = getattr(self._tokenizer, name)
+        if not callable(value):
+            return value
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return value(*args, **kwargs)
+        return locked
 
 
 def step_callback_kwargs(pipe, control: RunControl | None, steps: int) -> dict:

@@ -42,11 +42,11 @@ def execute(registry: Registry, task: str, common: dict, settings: dict,
     task = task_name(task)
     model = common["model"]
     shared = registry.pipeline(model, task)
-    for label, text in (prompts or {}).items():
-        settings["warnings"] += checks.token_warnings(shared.tokenizer, label, text)
     seed = run.resolve_seed(common["seed"])
     scheduler = schedulers.build(common["scheduler"], shared.scheduler, seed)
     pipe = run.request_pipeline(shared, scheduler)
+    for label, text in (prompts or {}).items():
+        settings["warnings"] += checks.token_warnings(pipe.tokenizer, label, text)
     device, dtype = registry.device_and_dtype(model)
     if control is not None:
         control.raise_if_cancelled()
