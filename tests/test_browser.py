@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from app_server import running_app
+from app_server import shared_app
 from playground.ui.examples import example_picture
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -40,8 +40,7 @@ WATCH_STATUS = """(id) => {
 
 @pytest.fixture(scope="module")
 def server():
-    with running_app() as (app, url):
-        yield app, url
+    return shared_app()
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +194,7 @@ def test_inpaint_tab_paints_a_mask(page):
     y = box["y"] + box["height"] * 0.55
     page.mouse.move(box["x"] + box["width"] * 0.4, y)
     page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=10)
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=3)  # each move redraws: keep few
     page.mouse.up()
 
     seen = generate(page, "inpaint")

@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app_server import running_app
+from app_server import shared_app
 from playground.ui.examples import example_picture
 
 STEPS = 3  # mechanics, not picture quality: few steps keep the suite fast
@@ -22,8 +22,7 @@ STEPS = 3  # mechanics, not picture quality: few steps keep the suite fast
 
 @pytest.fixture(scope="module")
 def server():
-    with running_app() as (app, url):
-        yield app, url
+    return shared_app()
 
 
 @pytest.fixture(scope="module")
