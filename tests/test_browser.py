@@ -243,3 +243,15 @@ def test_stop_ends_the_run_mid_way(page, server):
 
     seen = generate(page, "t2i")  # the app serves the next run as usual
     assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+
+
+def test_bad_input_shows_the_core_message(page):
+    open_tab(page, "layout")
+    page.get_by_role("button", name="Clear boxes").click()
+    page.wait_for_function("() => !document.querySelector('#layout-table tbody')"
+                           " || document.querySelector('#layout-table tbody').rows.length <= 1")
+    page.click("#layout-generate")
+    toast = page.locator("[data-testid=toast-body]").first
+    toast.wait_for()
+    assert "no boxes given" in toast.inner_text()
+    assert "Traceback" not in toast.inner_text()

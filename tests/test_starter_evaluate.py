@@ -1,0 +1,86 @@
+"""The evaluation's measures on pictures with known answers, and a quick run that updates a card."""
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from playground.starter import evaluate as ev
+from playground.starter.world import Obj, Scene, render
+
+
+def noisy(img: Image.Image, std: float, seed: int = 0) -> Image.Image:
+    a = np.asarray(img, dtype=np.float64) + np.random.default_rng(seed).normal(0, std, np.asarray(img).shape)
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+
+
+def test_psnr_and_ssim_on_known_pictures():
+    img = render(Scene("white", [Obj("red", "circle", (0.2, 0.2, 0.8, 0.8))]), 64)
+    shifted = Image.fromarray((np.asarray(img).astype(int) - 10).clip(0, 255).astype(np.uint8))
+    assert ev.psnr(img, shifted) == pytest.approx(10 * np.log10(255 ** 2 / 100), abs=1e-6)
+    assert ev.ssim(img, img) == pytest.approx(1.0)
+    assert 1.0 > ev.ssim(img, noisy(img, 5)) > ev.ssim(img, noisy(img, 30)) > 0
+
+
+def test_frechet_distance_of_gaussians():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4000, 3)), rng.normal(size=(4000, 3))
+    assert ev.frechet_distance(a, b) < 0.02
+    assert ev.frechet_distance(a, b + 2.0) == pytest.approx(12.0, abs=0.2)  # 3 dims x 2^2
+    assert ev.frechet_distance(a, 3 * b) == pytest.approx(3 * (1 - 3) ** 2, rel=0.05)  # tr(1 + 9 - 2*3) per dim
+
+
+def reading(*objects, background="white"):
+    return {"background": background, "objects": [
+        {"colour": c, "shape": s, "size": z, "cell": cell, "box": box, "score": 0.9}
+        for c, s, z, cell, box in objects]}
+
+
+def test_two_object_prompts_need_every_attribute_and_the_relation():
+    a, b = Obj("red", "circle", (0.05, 0.05, 0.3, 0.3)), Obj("blue", "square", (0.05, 0.7, 0.3, 0.95))
+    case = ev.Case(Scene("white", [a, b]), "a medium red circle above a medium blue square", seed=0)
+    red = ("red", "circle", "medium", "top left", a.box)
+    blue = ("blue", "square", "medium", "bottom left", b.box)
+    assert ev.score_two(case, reading(blue, red))
+    assert not ev.score_two(case, reading(("red", "circle", "medium", "bottom left", b.box),
+                                          ("blue", "square", "medium", "top left", a.box))), "relation reversed"
+    assert not ev.score_two(case, reading(red, ("blue", "square", "large", "bottom left", b.box))), "wrong size"
+    assert not ev.score_two(case, reading(red, blue, background="black"))
+    assert not ev.score_two(case, reading(red, blue, ("green", "circle", "small", "centre", (0.4, 0.4, 0.6, 0.6))))
+
+
+def test_blending_back_leaves_the_outside_unchanged():
+    original = render(Scene("green", [Obj("red", "square", (0.1, 0.1, 0.4, 0.4))]), 64)
+    result = noisy(original, 40)
+    mask = ev.mask_for((0.5, 0.5, 0.8, 0.8))
+    assert ev.largest_change_outside(result, original, mask) > 50
+    blended = ev.blend(result, original, mask)
+    assert ev.largest_change_outside(blended, original, mask) == 0
+    inside = np.asarray(mask) > 0
+    assert (np.asarray(blended)[inside] == np.asarray(result)[inside]).all()
+
+
+def test_held_out_sets_are_fixed():
+    first, again = ev.text_cases("two", 5, 2), ev.text_cases("two", 5, 2)
+    assert [c.prompt for c in first] == [c.prompt for c in again]
+    assert all(len(c.scene.objects) == 2 for c in first)
+    for case in ev.inpaint_cases(6):
+        box = case.extra["target"].box
+        m = np.asarray(case.extra["mask"]) > 0
+        cx, cy = int((box[0] + box[2]) / 2 * 64), int((box[1] + box[3]) / 2 * 64)
+        assert m[cy, cx] and m.mean() < 0.5, "the mask covers the object to paint"
+
+
+def test_quick_run_updates_a_card(tmp_path):
+    card = tmp_path / "MODEL_CARD.md"
+    shutil.copy(ev.CARD, card)
+    ev.main(["--quick", "--card", str(card)])
+    text = card.read_text()
+    assert "(written by" not in text
+    assert "| text-to-image | single: colour |" in text and "| super-resolution | PSNR bicubic (dB) |" in text
+    pictures = list((tmp_path / "card").glob("*.png"))
+    assert pictures and all(f"card/{p.name}" in text for p in pictures)
+    ev.main(["--quick", "--card", str(card)])  # a rerun replaces the figures rather than adding them
+    assert card.read_text().count("<!-- figures:start -->") == 1
