@@ -74,8 +74,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                 mask_used = gr.Image(label="Mask used (white = repaint)", format="png",
                                      interactive=False, height=DISPLAY_HEIGHT,
                                      elem_id=f"{TAB}-mask")
-                result = gr.Image(label="Result (PNG)", format="png", type="filepath", interactive=False,
-                                  height=DISPLAY_HEIGHT, elem_id=f"{TAB}-result")
+                result = gr.Image(label="Result (PNG)", format="png", type="filepath",
+                                  interactive=False, height=DISPLAY_HEIGHT,
+                                  elem_id=f"{TAB}-result")
             send_to_upscale = gr.Button("Send to Super-resolution", size="sm")
             preview, status = preview_and_status(TAB)
             settings = gr.JSON(label="Settings used", open=False)

@@ -95,8 +95,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             controls = sampling_controls(pg, TASK, TAB)
         with gr.Column():
             with gr.Row():
-                result = gr.Image(label="Result (PNG)", format="png", type="filepath", interactive=False,
-                                  height=DISPLAY_HEIGHT, elem_id=f"{TAB}-result")
+                result = gr.Image(label="Result (PNG)", format="png", type="filepath",
+                                  interactive=False, height=DISPLAY_HEIGHT,
+                                  elem_id=f"{TAB}-result")
                 overlay = gr.AnnotatedImage(label="Boxes over the result", format="png",
                                             height=DISPLAY_HEIGHT, elem_id=f"{TAB}-overlay")
             with gr.Row():
