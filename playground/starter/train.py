@@ -27,6 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from . import models
 from .captions import caption, layout_phrase
+from PIL import Image
+
 from .world import Scene, Obj, random_scene, render
 
 RUNS = os.environ.get("STARTER_RUNS", "runs")
@@ -411,28 +413,55 @@ def train_inpaint(args, device):
     loop.run(loss_fn)
 
 
+def upscale_cache(n: int, crop: int, vae, seed: int):
+    """Pairs for the upscaler: a random crop (side `crop` px) of a scene drawn at 256 px,
+    as VAE latents, with the same area of the scene area-downsampled to 64 px."""
+    path = os.path.join(RUNS, "cache", f"upscale{crop}.safetensors")
+    if os.path.exists(path):
+        t = load_file(path)
+        return t["latents"].float(), t["lows"].float()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = random.Random(seed)
+    lat, lows = [], []
+    for i in range(0, n, 64):
+        highs, smalls = [], []
+        for _ in range(min(64, n - i)):
+            big = render(random_scene(rng), 256)
+            x, y = 4 * rng.randrange(0, (256 - crop) // 4 + 1), 4 * rng.randrange(0, (256 - crop) // 4 + 1)
+            small = big.resize((64, 64), Image.BOX)
+            highs.append(to_tensor(big.crop((x, y, x + crop, y + crop))))
+            smalls.append(to_tensor(small.crop((x // 4, y // 4, (x + crop) // 4, (y + crop) // 4))))
+        lat.append(encode_latents(vae, torch.stack(highs)))
+        lows.append(torch.stack(smalls))
+        print(f"cache upscale: {i + len(highs)}/{n}", flush=True)
+    lat, lows = torch.cat(lat), torch.cat(lows)
+    save_file({"latents": lat.half(), "lows": lows.half()}, path)
+    return lat, lows
+
+
 def train_upscale(args, device):
     from diffusers import DDPMScheduler
 
     vae = trained_vae(device)
-    scenes, lat = scene_cache("scenes256", args.cache_up, 256, vae, seed=2)
-    lows = torch.stack([to_tensor(render(s, 64)) for s in scenes])
+    lat, lows = upscale_cache(args.cache_up, 128, vae, seed=2)
     tok, te = trained_text(device, trainable=False)
     unet = models.build_unet("upscale").to(device).train()
     sched, low_sched = models.build_scheduler(), DDPMScheduler(num_train_timesteps=1000)
     loop = Loop("upscale", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
     rng = random.Random(5000 + loop.step)
     c = args.crop_up  # crop side in latent (= low-res) pixels
+    side = lat.shape[-1]
 
     def loss_fn(step):
-        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
-        x, y = rng.randrange(0, 64 - c + 1), rng.randrange(0, 64 - c + 1)
+        idx = [rng.randrange(len(lat)) for _ in range(args.batch)]
+        x, y = rng.randrange(0, side - c + 1), rng.randrange(0, side - c + 1)
         z = lat[idx][:, :, y:y + c, x:x + c].to(device)
         low = lows[idx][:, :, y:y + c, x:x + c].to(device)
         level = torch.randint(0, 351, (len(idx),), device=device)
         low = low_sched.add_noise(low, torch.randn_like(low), level)
         with torch.no_grad():
-            cond = te(tokens(tok, captions_for([scenes[i] for i in idx], rng, p_empty=0.5), device))[0]
+            # crops show part of a scene, so the upscaler mostly learns without a caption
+            cond = te(tokens(tok, ["" for _ in idx], device))[0]
         return diffusion_loss(unet, sched, z, cond, extra_in=low, class_labels=level)
 
     loop.run(loss_fn)
@@ -537,7 +566,7 @@ def main(argv=None):
     ap.add_argument("--crop", type=int, default=32, help="VAE training crop (px)")
     ap.add_argument("--crop-up", type=int, default=24, help="upscaler training crop (low-res px)")
     ap.add_argument("--cache", type=int, default=20000, help="scenes cached for the 64 px models")
-    ap.add_argument("--cache-up", type=int, default=3000, help="scenes cached for the upscaler")
+    ap.add_argument("--cache-up", type=int, default=1500, help="256 px scene crops cached for the upscaler")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
