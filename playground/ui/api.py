@@ -10,8 +10,11 @@ its text chunk) and the settings actually used, as a JSON dict.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from .. import Playground
 from .common import call_core, png_ready, settings_json
 
 ENDPOINTS = ("text_to_image", "layout_to_image", "inpaint", "upscale")
+KEEP_RESULTS_S = 3600  # API results older than this are deleted (clients download at once)
 
 
 class ApiEndpoints:
@@ -32,7 +36,10 @@ class ApiEndpoints:
 
     def __init__(self, pg: Playground, output_dir: str | None = None):
         self.pg = pg
-        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="playground-api-"))
+        if output_dir is None:
+            output_dir = tempfile.mkdtemp(prefix="playground-api-")
+            atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
+        self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def register(self, *, concurrency_limit: int | None, concurrency_id: str = "sampling"):
@@ -89,12 +96,23 @@ class ApiEndpoints:
     # ------------------------------------------------------------ helpers
 
     def _answer(self, image: Image.Image) -> tuple[FileData, dict]:
+        self._delete_old_results()
         handle, path = tempfile.mkstemp(suffix=".png", dir=self.output_dir)
         os.close(handle)
         png = png_ready(image)
         png.save(path, format="PNG", pnginfo=_text_chunks(png))
         return FileData(path=path, orig_name="result.png", mime_type="image/png"), \
             settings_json(image)
+
+
+    def _delete_old_results(self) -> None:
+        too_old = time.time() - KEEP_RESULTS_S
+        for old in self.output_dir.glob("*.png"):
+            try:
+                if old.stat().st_mtime < too_old:
+                    old.unlink()
+            except OSError:  # another request removed it first
+                pass
 
 
 def _text_chunks(image: Image.Image):

@@ -24,7 +24,8 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
         (1 suits a CPU; None = no limit). max_queue: requests waiting beyond that; more
         are refused with Gradio's "queue is full" message."""
     runs = ActiveRuns()
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    # delete_cache: Gradio's uploads and results older than an hour go, checked hourly
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tabs() as tabs:
             with gr.Tab("Text to image", id="t2i"):
