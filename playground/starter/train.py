@@ -293,6 +293,10 @@ def train_text2img(args, device):
     loop = Loop("text2img", args, {"unet": unet, "text": te}, emas,
                 list(unet.parameters()) + list(te.parameters()))
     rng = random.Random(2000 + loop.step)
+    if args.freeze_text:
+        # the other starter models were trained against this text encoder: keep it fixed
+        te.load_state_dict(emas["text"].shadow)
+        te.requires_grad_(False)
 
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
@@ -567,6 +571,8 @@ def main(argv=None):
     ap.add_argument("--crop-up", type=int, default=24, help="upscaler training crop (low-res px)")
     ap.add_argument("--cache", type=int, default=20000, help="scenes cached for the 64 px models")
     ap.add_argument("--cache-up", type=int, default=1500, help="256 px scene crops cached for the upscaler")
+    ap.add_argument("--freeze-text", action="store_true",
+                    help="text2img: keep the text encoder fixed (once other models use it)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
