@@ -101,8 +101,9 @@ def test_mask_is_where_any_layer_was_painted():
 
 def test_canvas_boxes_become_fractions_with_their_phrases():
     value = layout_to_image.canvas_value(layout_to_image.EXAMPLE_BOXES)
-    value["image"] = np.asarray(value["image"])
-    phrases, boxes = layout_to_image.phrases_and_boxes(value)
+    phrases, boxes = layout_to_image.phrases_and_boxes(value)  # the canvas as a file
+    value["image"] = np.asarray(Image.open(value["image"]))     # as the widget sends it
+    assert layout_to_image.phrases_and_boxes(value) == (phrases, boxes)
     assert phrases == [p for p, _ in layout_to_image.EXAMPLE_BOXES]
     for got, (_, want) in zip(boxes, layout_to_image.EXAMPLE_BOXES):
         assert np.allclose(got, want, atol=1 / layout_to_image.CANVAS_SIDE)

@@ -11,7 +11,7 @@ from PIL import Image
 from .. import Playground
 from .common import (DISPLAY_HEIGHT, model_defaults, png_ready, preview_and_status, run_buttons,
                      sampling_controls, settings_json, stream_to_ui, wire_run)
-from .examples import example_picture
+from .examples import example_picture_file
 from .runs import ActiveRuns
 
 TASK = "inpaint"
@@ -81,7 +81,7 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             preview, status = preview_and_status(TAB)
             settings = gr.JSON(label="Settings used", open=False)
 
-    example.click(lambda: editor_value(example_picture()), None, editor, queue=False,
+    example.click(lambda: editor_value(example_picture_file()), None, editor, queue=False,
                   api_visibility="private")
 
     def generate(value, prompt, negative, strength, model, scheduler, steps, guidance, seed,

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from .. import Playground
 from .common import (DISPLAY_HEIGHT, png_ready, preview_and_status, run_buttons,
                      sampling_controls, settings_json, stream_to_ui, wire_run)
+from .examples import picture_file
 from .runs import ActiveRuns
 
 TASK = "layout_to_image"
@@ -39,7 +40,7 @@ def canvas_picture(width: int = CANVAS_SIDE, height: int = CANVAS_SIDE) -> Image
 
 def canvas_value(boxes=()) -> dict:
     """The annotator's value: the blank canvas and (phrase, fractional box) pairs."""
-    return {"image": canvas_picture(),
+    return {"image": picture_file(canvas_picture),
             "boxes": [{"label": phrase, "xmin": round(x0 * CANVAS_SIDE),
                        "ymin": round(y0 * CANVAS_SIDE), "xmax": round(x1 * CANVAS_SIDE),
                        "ymax": round(y1 * CANVAS_SIDE)}
@@ -50,14 +51,23 @@ def phrases_and_boxes(annotation: dict | None) -> tuple[list[str], list[list[flo
     """The annotator's pixel boxes as phrases and [x0, y0, x1, y1] fractions of the canvas."""
     if not annotation or annotation.get("image") is None:
         return [], []
-    image = annotation["image"]
-    height, width = image.shape[:2] if hasattr(image, "shape") else (image.height, image.width)
+    width, height = picture_size(annotation["image"])
     phrases, boxes = [], []
     for box in annotation.get("boxes") or []:
         phrases.append((box.get("label") or "").strip())
         boxes.append([round(box["xmin"] / width, 4), round(box["ymin"] / height, 4),
                       round(box["xmax"] / width, 4), round(box["ymax"] / height, 4)])
     return phrases, boxes
+
+
+def picture_size(image) -> tuple[int, int]:
+    """(width, height) of a numpy array, PIL image or picture file."""
+    if hasattr(image, "shape"):
+        return image.shape[1], image.shape[0]
+    if isinstance(image, str):
+        with Image.open(image) as opened:
+            return opened.size
+    return image.size
 
 
 def boxes_table(annotation: dict | None) -> list[list]:

@@ -9,7 +9,7 @@ import gradio as gr
 from .. import Playground
 from .common import (DISPLAY_HEIGHT, model_defaults, png_ready, preview_and_status, run_buttons,
                      sampling_controls, settings_json, stream_to_ui, wire_run)
-from .examples import example_picture
+from .examples import example_picture_file
 from .runs import ActiveRuns
 
 TASK = "upscale"
@@ -54,7 +54,7 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             preview, status = preview_and_status(TAB)
             settings = gr.JSON(label="Settings used", open=False)
 
-    example.click(example_picture, None, source, queue=False, api_visibility="private")
+    example.click(example_picture_file, None, source, queue=False, api_visibility="private")
     controls.model.change(lambda m: noise_update(pg, m), controls.model, noise, queue=False,
                           api_visibility="private")
 
