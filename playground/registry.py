@@ -380,7 +380,8 @@ class Registry:
         native = unet.get("sample_size", 64) * vae_factor
         out = {"scheduler": schedulers.name_of(self.scheduler_config(model, task)),
                "steps": 20, "guidance": 7.5, "width": native, "height": native,
-               "size_multiple": 8, "max_side": 2048, "steps_range": (1, 150),
+               # beyond 4x its native size a model only gets slow and incoherent
+               "size_multiple": 8, "max_side": min(2048, 4 * native), "steps_range": (1, 150),
                "guidance_range": (0.0, 30.0)}
         if task == "layout_to_image":
             out["max_boxes"] = entry.options.get("max_boxes", DEFAULT_MAX_BOXES)
