@@ -83,7 +83,7 @@ def caption(scene: Scene, rng: random.Random, drop: float = 0.25) -> str:
 
 _CELL_RE = "|".join(sorted([c for c in CELLS] + ["center", "middle"], key=len, reverse=True))
 _OBJ_RE = re.compile(
-    r"(?:a|one)\s+(?:(?P<size>" + "|".join(_SIZE_OF_WORD) + r")\s+)?"
+    r"\b(?:an?|one)\s+(?:(?P<size>" + "|".join(_SIZE_OF_WORD) + r")\s+)?"
     r"(?:(?P<colour>" + "|".join(COLOURS) + r")\s+)?"
     r"(?P<shape>" + "|".join(_SHAPE_OF_WORD) + r")"
     r"(?:\s+(?:in|at|on)\s+the\s+(?P<cell>" + _CELL_RE + r"))?")
