@@ -24,7 +24,8 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from .. import Playground
-from .common import call_core, png_ready, settings_json
+from ..share.pngmeta import save_png
+from .common import call_core, settings_json
 
 ENDPOINTS = ("text_to_image", "layout_to_image", "inpaint", "upscale")
 KEEP_RESULTS_S = 3600  # API results older than this are deleted (clients download at once)
@@ -99,8 +100,7 @@ class ApiEndpoints:
         self._delete_old_results()
         handle, path = tempfile.mkstemp(suffix=".png", dir=self.output_dir)
         os.close(handle)
-        png = png_ready(image)
-        png.save(path, format="PNG", pnginfo=_text_chunks(png))
+        save_png(image, path)  # settings JSON and AUTOMATIC1111 parameters inside
         return FileData(path=path, orig_name="result.png", mime_type="image/png"), \
             settings_json(image)
 
@@ -113,14 +113,6 @@ class ApiEndpoints:
                     old.unlink()
             except OSError:  # another request removed it first
                 pass
-
-
-def _text_chunks(image: Image.Image):
-    from PIL import PngImagePlugin
-    info = PngImagePlugin.PngInfo()
-    for key, value in image.info.items():
-        info.add_text(key, value)
-    return info
 
 
 def uploaded_picture(payload: Any, name: str) -> Image.Image:

@@ -48,11 +48,11 @@ def call_core(fn: Callable, *args, **kwargs):
 # ---------------------------------------------------------------- pictures
 
 def png_ready(image: Image.Image) -> Image.Image:
-    """A copy whose `info` holds the settings as JSON text, so that Gradio's PNG
-    writer puts them in a PNG text chunk (it keeps only text values)."""
-    out = image.copy()
-    out.info = {"settings": json.dumps(settings_of(image), default=str)}
-    return out
+    """A copy whose `info` holds the settings as JSON text and the AUTOMATIC1111
+    `parameters` line, so that Gradio's PNG writer puts them in PNG text chunks (it
+    keeps only text values)."""
+    from ..share.pngmeta import with_text
+    return with_text(image)
 
 
 def settings_json(image: Image.Image) -> dict:
