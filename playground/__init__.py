@@ -181,3 +181,38 @@ class Playground:
             self.registry, image=image, prompt=prompt, negative_prompt=negative_prompt,
             model=model, scheduler=scheduler, steps=steps, guidance=guidance,
             noise_level=noise_level, seed=seed, control=control)
+
+    # ------------------------------------------------------------------ compare and export
+
+    def compare_grid(self, prompt: str, x_axis: str, x_values, y_axis: str | None = None,
+                     y_values=None, **settings):
+        """An X/Y grid of text-to-image runs over any two of scheduler, steps, guidance
+        and seed, every cell from the same starting noise. Other keywords: negative_prompt,
+        model, scheduler, steps, guidance, seed, width, height, reference_steps, control.
+
+        Returns a `teach.grid.GridResult`: .picture (labelled grid, settings attached),
+        .curve (distance to the most converged picture), .table() (seconds and distance
+        per cell), .cell(x, y).image (each cell's own picture)."""
+        from .teach import grid
+        return grid.compare_grid(self, prompt, x_axis, x_values, y_axis, y_values, **settings)
+
+    def guidance_sweep(self, prompt: str, values=(1.0, 3.0, 5.0, 7.5, 10.0, 15.0),
+                       seeds=None, **settings):
+        """A compare grid across guidance values (a row per seed when seeds are given)."""
+        from .teach import grid
+        return grid.guidance_sweep(self, prompt, values, seeds, **settings)
+
+    def quality_vs_cost(self, **options):
+        """Judge accuracy and Frechet distance (judge features) against steps and seconds
+        per picture for several schedulers, on held-out starter prompts. Options:
+        schedulers, steps, n_prompts, guidance, model, judge_renders, control.
+        Returns a `teach.quality.QualityResult` (.table(), .plot, .counterexample)."""
+        from .teach import quality
+        return quality.quality_vs_cost(self, **options)
+
+    def export_notebook(self, runs: list, path) -> str:
+        """Write `runs` (result pictures, compare grids or settings dicts) as a Jupyter
+        notebook to `path`: markdown, code that makes each result again, and the
+        pictures embedded. Returns the path."""
+        from .teach import notebook
+        return notebook.write_notebook(self, runs, path)
