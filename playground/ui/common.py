@@ -94,6 +94,11 @@ class SamplingControls:
         """In the order `Playground` methods take them: model, scheduler, steps, guidance, seed."""
         return [self.model, self.scheduler, self.steps, self.guidance, self.seed]
 
+    @property
+    def fields(self) -> dict:
+        """Settings key -> widget (for restoring settings and making links)."""
+        return dict(zip(("model", "scheduler", "steps", "guidance", "seed"), self.inputs))
+
 
 def model_defaults(pg: Playground, model: str, task: str) -> dict:
     return call_core(pg.defaults, model, task)
@@ -180,6 +185,7 @@ def stream_to_ui(call: Callable, *, steps: Any, runs: ActiveRuns, request: gr.Re
             if update.done:
                 first = update.result[0] if isinstance(update.result, list) else update.result
                 settings = settings_of(first)
+                keep_in_history(runs, request, update.result)
                 yield (*on_done(update.result), gr.skip(), done_message(settings),
                        settings.get("seed"))
                 return
@@ -193,6 +199,14 @@ def stream_to_ui(call: Callable, *, steps: Any, runs: ActiveRuns, request: gr.Re
         raise
     except Exception as error:  # noqa: BLE001 - every failure becomes a message
         raise user_error(error) from error
+
+
+def keep_in_history(runs: ActiveRuns, request: gr.Request | None, result) -> None:
+    """Add a finished run's pictures to the session's History (when the app keeps one:
+    `build_app` puts a `share.history.Histories` on `runs.history`)."""
+    histories = getattr(runs, "history", None)
+    if histories is not None:
+        histories.add(session_of(request), result)
 
 
 def wire_run(buttons: RunButtons, fn: Callable, inputs: list, results: list, preview,
