@@ -2,7 +2,7 @@
 picture wanted; pixels outside the painted mask come back unchanged."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
@@ -23,6 +23,7 @@ class InpaintTab:
     editor: gr.ImageEditor
     result: gr.Image
     send_to_upscale: gr.Button
+    fields: dict = field(default_factory=dict)  # settings key -> widget
 
 
 def split_editor_value(value: dict | None) -> tuple[Image.Image | None, Image.Image | None]:
@@ -103,4 +104,6 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
              [mask_used, result, settings], preview, status, controls.seed_used, runs=runs,
              tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit,
              progress_on=result)
-    return InpaintTab(editor, result, send_to_upscale)
+    fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
+              "strength": strength}
+    return InpaintTab(editor, result, send_to_upscale, fields)

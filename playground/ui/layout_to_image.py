@@ -2,7 +2,7 @@
 GLIGEN puts those objects in those boxes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
@@ -26,6 +26,7 @@ class LayoutTab:
     result: gr.Image
     send_to_inpaint: gr.Button
     send_to_upscale: gr.Button
+    fields: dict = field(default_factory=dict)  # settings key -> widget (boxes: the canvas)
 
 
 def canvas_picture(width: int = CANVAS_SIDE, height: int = CANVAS_SIDE) -> Image.Image:
@@ -139,4 +140,6 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs],
              [result, overlay, settings], preview, status, controls.seed_used, runs=runs,
              tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
-    return LayoutTab(result, send_to_inpaint, send_to_upscale)
+    fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
+              "boxes": canvas}
+    return LayoutTab(result, send_to_inpaint, send_to_upscale, fields)

@@ -1,7 +1,7 @@
 """The Text to image tab: a caption in, one or more pictures out."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -21,6 +21,7 @@ class TextToImageTab:
     selected: gr.State
     send_to_inpaint: gr.Button
     send_to_upscale: gr.Button
+    fields: dict = field(default_factory=dict)  # settings key -> widget
 
 
 def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) -> TextToImageTab:
@@ -60,7 +61,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
              [prompt, negative, *controls.inputs, width, height, count],
              [gallery, settings, selected], preview, status, controls.seed_used,
              runs=runs, tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
-    return TextToImageTab(gallery, selected, send_to_inpaint, send_to_upscale)
+    fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
+              "width": width, "height": height, "num_images": count}
+    return TextToImageTab(gallery, selected, send_to_inpaint, send_to_upscale, fields)
 
 
 def remember_selection(evt: gr.SelectData) -> int:

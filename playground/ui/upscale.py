@@ -2,7 +2,7 @@
 side at the same display size so the added detail is visible."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -28,6 +28,7 @@ class UpscaleTab:
     source: gr.Image
     result: gr.Image
     send_to_inpaint: gr.Button
+    fields: dict = field(default_factory=dict)  # settings key -> widget
 
 
 def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) -> UpscaleTab:
@@ -74,7 +75,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     wire_run(buttons, generate, [source, prompt, negative, noise, *controls.inputs],
              [result, settings], preview, status, controls.seed_used, runs=runs, tab=TAB,
              concurrency_id="sampling", concurrency_limit=concurrency_limit)
-    return UpscaleTab(source, result, send_to_inpaint)
+    fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
+              "noise_level": noise}
+    return UpscaleTab(source, result, send_to_inpaint, fields)
 
 
 def noise_update(pg: Playground, model: str):
