@@ -216,3 +216,48 @@ class Playground:
         pictures embedded. Returns the path."""
         from .teach import notebook
         return notebook.write_notebook(self, runs, path)
+
+    # ------------------------------------------------------------------ see inside the sampler
+
+    def forward_noise(self, image, t: int, scheduler: str | None = None,
+                      model: str = "starter", seed: int = 0, task: str = "text_to_image"):
+        """Noise a picture to training step `t` (0..999 for the starter) by the closed form
+        x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, in pixel space, with the
+        model's noise schedule. Returns a `teach.forward.NoisedPicture` (.noisy, .noise,
+        .snr, .alpha_bar, .sigma, .info())."""
+        from .teach import forward
+        return forward.forward_noise(self.registry, image, t, model=model, scheduler=scheduler,
+                                     seed=seed, task=task)
+
+    def noise_schedule(self, scheduler: str | None = None, model: str = "starter",
+                       steps: int = 20, task: str = "text_to_image", plot: bool = False):
+        """alpha_bar and sigma for every training step, and the steps the sampler visits.
+        A dict; with plot=True a PIL plot of it instead."""
+        from .teach import forward
+        schedule = forward.noise_schedule(self.registry, model=model, scheduler=scheduler,
+                                          steps=steps, task=task)
+        return forward.schedule_plot(schedule) if plot else schedule
+
+    def denoise_trace(self, prompt: str, show_steps=None, on_frame=None, **settings):
+        """A text-to-image run that also returns a filmstrip: at each step in `show_steps`
+        (numbers 1..steps; None = six spread out, the last included) the latent x_t decoded
+        and the model's predicted clean picture x0. `on_frame(frame)` is called as each is
+        made. Other keywords as in `text_to_image` (one image). Returns
+        (picture with settings, list of `teach.trace.Frame`)."""
+        from .teach import trace
+        return trace.run(self.registry, prompt=prompt, show_steps=show_steps,
+                         on_frame=on_frame, **settings)
+
+    def attention_maps(self, prompt: str, show_steps=None, **settings):
+        """Cross-attention maps per prompt token, averaged over heads, layers and the steps
+        in `show_steps` (None = all), from a text-to-image run (keywords as there). Returns
+        a `teach.attention.AttentionMaps` (.image, .tokens, .maps, .overlays)."""
+        from .teach import attention
+        return attention.run(self.registry, prompt=prompt, show_steps=show_steps, **settings)
+
+    def show_code(self, result) -> str:
+        """A plain-diffusers Python script that makes `result` (a picture from this
+        playground, or its settings dict) again, pixel for pixel on the same machine."""
+        from .teach import code
+        settings = result if isinstance(result, dict) else settings_of(result)
+        return code.show_code(self.registry, settings)
