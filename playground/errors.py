@@ -20,6 +20,11 @@ class ModelError(PlaygroundError):
     """A registered model cannot serve the request: unknown, wrong task, or failed to load."""
 
 
+class OutOfMemory(PlaygroundError):
+    """The device ran out of memory during a run; the memory was freed and the next
+    request can go on (the message suggests a smaller request)."""
+
+
 class Cancelled(Exception):
     """The run was stopped through its `RunControl` before it finished.
 

@@ -6,6 +6,7 @@ import io
 import math
 import os
 import re
+import unicodedata
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,6 +16,9 @@ from ..errors import BadInput
 STEPS_RANGE = (1, 150)
 GUIDANCE_RANGE = (0.0, 30.0)
 MAX_IMAGES = 8
+MAX_TEXT_CHARS = 10_000  # far beyond any text encoder's 77 tokens; longer is refused
+MAX_PICTURE_PIXELS = 4096 * 4096  # declared size checked before decoding (decompression bombs)
+_ALLOWED_CONTROLS = "\n\r\t"
 
 
 def number(name: str, value, *, integer: bool = False) -> float | int:
@@ -51,10 +55,29 @@ def num_images(value) -> int:
 
 
 def text(name: str, value, *, required: bool = False) -> str:
+    """Text of at most MAX_TEXT_CHARS characters, valid Unicode (no lone surrogates from
+    undecodable bytes) and without control characters other than newline and tab."""
     if value is None:
         value = ""
+    if isinstance(value, (bytes, bytearray)):
+        raise BadInput(f"{name} must be text (str), got bytes; decode it first "
+                       "(e.g. .decode('utf-8'))")
     if not isinstance(value, str):
         raise BadInput(f"{name} must be text, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise BadInput(f"{name} is {len(value):,} characters long; at most {MAX_TEXT_CHARS:,} "
+                       "are accepted (and the model reads only its first 77 tokens)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = value[error.start]
+        raise BadInput(f"{name} is not valid UTF-8 text: character U+{ord(bad):04X} at "
+                       f"position {error.start} cannot be encoded (undecodable input?)") from None
+    for position, char in enumerate(value):
+        if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS:
+            raise BadInput(f"{name} contains the control character U+{ord(char):04X} at "
+                           f"position {position}; only printable text, newlines and tabs "
+                           "are allowed")
     if required and not value.strip():
         raise BadInput(f"{name} is empty; describe the picture you want")
     return value.strip()
@@ -89,23 +112,42 @@ def image(name: str, value) -> Image.Image:
         elif isinstance(value, np.ndarray):
             picture = _from_array(value)
         elif isinstance(value, (str, os.PathLike)):
-            if not os.path.isfile(value):
+            if not os.path.exists(value):
                 raise BadInput(f"{name} file {os.fspath(value)!r} does not exist")
-            picture = Image.open(value)
-            picture.load()
+            if not os.path.isfile(value):
+                raise BadInput(f"{name} {os.fspath(value)!r} is not a file")
+            picture = _open_checked(name, value)
         elif isinstance(value, (bytes, bytearray)):
-            picture = Image.open(io.BytesIO(value))
-            picture.load()
+            picture = _open_checked(name, io.BytesIO(value))
         else:
             raise BadInput(f"{name} must be a picture (PIL image, numpy array, file path or "
                            f"bytes), got {type(value).__name__}")
+    except Image.DecompressionBombError as e:
+        raise BadInput(f"{name} is too large: {e}; at most {MAX_PICTURE_PIXELS:,} pixels "
+                       "(e.g. 4096x4096) are accepted") from None
     except (UnidentifiedImageError, OSError, ValueError, TypeError) as e:
         if isinstance(e, BadInput):
             raise
         raise BadInput(f"{name} is not a readable picture ({e})") from None
     if picture.width == 0 or picture.height == 0:
         raise BadInput(f"{name} is empty (0 pixels)")
+    check_pixels(name, picture.width, picture.height)
     return picture
+
+
+def _open_checked(name: str, source) -> Image.Image:
+    """Open a picture file, checking its declared size before decoding any pixels: a
+    small file can declare a huge picture (a decompression bomb)."""
+    picture = Image.open(source)
+    check_pixels(name, picture.width, picture.height)
+    picture.load()
+    return picture
+
+
+def check_pixels(name: str, width: int, height: int) -> None:
+    if width * height > MAX_PICTURE_PIXELS:
+        raise BadInput(f"{name} is too large: {width}x{height} ({width * height:,} pixels); "
+                       f"at most {MAX_PICTURE_PIXELS:,} pixels (e.g. 4096x4096) are accepted")
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -206,5 +248,32 @@ def token_warnings(tokenizer, label: str, prompt: str) -> list[str]:
     ids = tokenizer(prompt, truncation=False).input_ids
     if len(ids) > limit:
         cut = tokenizer.decode(ids[limit - 1:-1], skip_special_tokens=True)
-        warnings.append(f"the {label} is longer than {limit} tokens; this part was cut: {cut!r}")
+        warnings.append(f"the {label} is longer than {limit} tokens; this part was cut: "
+                        f"{abbreviate(cut)!r}")
     return warnings
+
+
+def abbreviate(text: str, keep: int = 120) -> str:
+    """Text shown in a message: long text keeps its start and end and says how much is left out."""
+    if len(text) <= keep:
+        return text
+    half = keep // 2
+    return f"{text[:half]} [... {len(text) - keep:,} characters ...] {text[-half:]}"
+
+
+def empty_prompt_warning(prompt: str) -> list[str]:
+    """An empty prompt is allowed (the model draws whatever it likes) but worth saying."""
+    if prompt:
+        return []
+    return ["the prompt is empty: nothing describes the picture, so the model draws "
+            "whatever it likes"]
+
+
+def phrase_lengths(tokenizer, phrases: list[str]) -> None:
+    """GLIGEN encodes each phrase whole: one longer than the text encoder takes fails."""
+    limit = tokenizer.model_max_length
+    for i, phrase in enumerate(phrases, 1):
+        count = len(tokenizer(phrase, truncation=False).input_ids)
+        if count > limit:
+            raise BadInput(f"phrase {i} is {count} tokens long; a phrase may have at most "
+                           f"{limit} tokens (including start and end): shorten it")

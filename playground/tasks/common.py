@@ -9,8 +9,12 @@ from typing import Callable
 import torch
 
 from .. import run, schedulers
+from ..errors import OutOfMemory
 from ..registry import Registry, task_name
+from ..registry import _release_memory as release_memory
 from . import checks
+
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 _exclusive_locks: dict[int, threading.Lock] = {}
 _exclusive_guard = threading.Lock()
@@ -45,14 +49,26 @@ def execute(registry: Registry, task: str, common: dict, settings: dict,
     seed = run.resolve_seed(common["seed"])
     scheduler = schedulers.build(common["scheduler"], shared.scheduler, seed)
     pipe = run.request_pipeline(shared, scheduler)
+    if task != "upscale" and prompts:  # the upscaler's prompt is optional
+        settings["warnings"] += checks.empty_prompt_warning(prompts.get("prompt", ""))
     for label, text in (prompts or {}).items():
         settings["warnings"] += checks.token_warnings(pipe.tokenizer, label, text)
     device, dtype = registry.device_and_dtype(model)
     if control is not None:
         control.raise_if_cancelled()
-    with exclusive(shared), run.timed() as clock, torch.inference_mode():
-        images = call(pipe, run.generators(seed, count),
-                      run.step_callback_kwargs(pipe, control, common["steps"]))
+    out_of_memory = False
+    try:
+        with exclusive(shared), run.timed() as clock, torch.inference_mode():
+            images = call(pipe, run.generators(seed, count),
+                          run.step_callback_kwargs(pipe, control, common["steps"]))
+    except (OUT_OF_MEMORY, MemoryError):
+        out_of_memory = True  # handled outside the except block: its traceback holds tensors
+    if out_of_memory:
+        pipe = None
+        release_memory()
+        raise OutOfMemory(f"{device} ran out of memory while running {task} with model "
+                          f"{model!r}; the memory was freed and the app goes on. Try a "
+                          "smaller picture, fewer images or a smaller model.")
     source = registry.entry(model).sources[task]
     base = {"task": task, "model": model, "revision": source.revision,
             "source": _describe(source), "scheduler": schedulers.name_of(scheduler),

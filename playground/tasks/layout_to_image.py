@@ -19,6 +19,7 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
     width, height = limits["width"], limits["height"]
 
     def call(pipe, generators, callbacks):
+        checks.phrase_lengths(pipe.tokenizer, phrases)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None,
                     gligen_phrases=phrases, gligen_boxes=boxes,
                     gligen_scheduled_sampling_beta=GROUNDING_FRACTION,

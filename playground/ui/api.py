@@ -7,6 +7,10 @@ its text chunk) and the settings actually used, as a JSON dict.
     client = Client("http://127.0.0.1:7860/")
     png_path, settings = client.predict(prompt="a red circle", seed=1,
                                         api_name="/text_to_image")
+
+While a request samples, the endpoint streams `(None, {"step": s, "total": n})` updates
+(`job.outputs()` in gradio_client) before the final answer; `job.cancel()` (or a client
+that goes away) stops the sampling loop within a step, as Stop does in the browser.
 """
 from __future__ import annotations
 
@@ -15,17 +19,20 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 from gradio.data_classes import FileData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from .. import Playground
+from .. import Cancelled, Playground, PlaygroundError
+from ..tasks.checks import check_pixels
 from ..share.pngmeta import save_png
-from .common import call_core, settings_json
+from .common import settings_json, user_error
+from .runs import ActiveRuns, stream_run
 
 ENDPOINTS = ("text_to_image", "layout_to_image", "inpaint", "upscale")
 KEEP_RESULTS_S = 3600  # API results older than this are deleted (clients download at once)
@@ -33,10 +40,15 @@ KEEP_RESULTS_S = 3600  # API results older than this are deleted (clients downlo
 
 class ApiEndpoints:
     """The four endpoint functions bound to one `Playground`; results are written as
-    PNG files under `output_dir` (Gradio then serves them from its cache)."""
+    PNG files under `output_dir` (Gradio then serves them from its cache).
+
+    Each endpoint is a generator (Gradio closes a generator when its event is cancelled
+    or its client leaves, and closing it cancels the run); the return annotations say
+    what the final answer is, which is what Gradio reads to type the endpoint."""
 
     def __init__(self, pg: Playground, output_dir: str | None = None):
         self.pg = pg
+        self.runs = ActiveRuns()  # the API's runs in flight, one key per request
         if output_dir is None:
             output_dir = tempfile.mkdtemp(prefix="playground-api-")
             atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
@@ -56,10 +68,9 @@ class ApiEndpoints:
                       seed: int = -1, width: int | None = None,
                       height: int | None = None) -> tuple[FileData, dict]:
         """Make a picture from a caption. Returns (PNG, settings used)."""
-        image = call_core(self.pg.text_to_image, prompt, negative_prompt, model=model,
-                          scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
-                          width=width, height=height)
-        return self._answer(image)
+        yield from self._stream("text_to_image", steps, lambda control: self.pg.text_to_image(
+            prompt, negative_prompt, model=model, scheduler=scheduler, steps=steps,
+            guidance=guidance, seed=seed, width=width, height=height, control=control))
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",
@@ -67,10 +78,9 @@ class ApiEndpoints:
                         guidance: float = 7.5, seed: int = -1) -> tuple[FileData, dict]:
         """Put one object per phrase in its box ([x0, y0, x1, y1], fractions 0..1 of the
         picture). Returns (PNG, settings used)."""
-        image = call_core(self.pg.layout_to_image, prompt, phrases, boxes,
-                          negative_prompt=negative_prompt, model=model, scheduler=scheduler,
-                          steps=steps, guidance=guidance, seed=seed)
-        return self._answer(image)
+        yield from self._stream("layout_to_image", steps, lambda control: self.pg.layout_to_image(
+            prompt, phrases, boxes, negative_prompt=negative_prompt, model=model,
+            scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, control=control))
 
     def inpaint(self, image: FileData, mask: FileData, prompt: str,
                 negative_prompt: str = "", model: str = "starter",
@@ -78,23 +88,43 @@ class ApiEndpoints:
                 strength: float = 1.0, seed: int = -1) -> tuple[FileData, dict]:
         """Repaint where the mask is white (same size as the image; black = keep).
         Returns (PNG, settings used)."""
-        result = call_core(self.pg.inpaint, uploaded_picture(image, "image"),
-                           uploaded_picture(mask, "mask"), prompt,
-                           negative_prompt=negative_prompt, model=model, scheduler=scheduler,
-                           steps=steps, guidance=guidance, strength=strength, seed=seed)
-        return self._answer(result)
+        picture, mask_picture = uploaded_picture(image, "image"), uploaded_picture(mask, "mask")
+        yield from self._stream("inpaint", steps, lambda control: self.pg.inpaint(
+            picture, mask_picture, prompt, negative_prompt=negative_prompt, model=model,
+            scheduler=scheduler, steps=steps, guidance=guidance, strength=strength, seed=seed,
+            control=control))
 
     def upscale(self, image: FileData, prompt: str = "", negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int = 20,
                 guidance: float = 7.5, noise_level: int = 20,
                 seed: int = -1) -> tuple[FileData, dict]:
         """Make a picture 4 times larger. Returns (PNG, settings used)."""
-        result = call_core(self.pg.upscale, uploaded_picture(image, "image"), prompt,
-                           negative_prompt=negative_prompt, model=model, scheduler=scheduler,
-                           steps=steps, guidance=guidance, noise_level=noise_level, seed=seed)
-        return self._answer(result)
+        picture = uploaded_picture(image, "image")
+        yield from self._stream("upscale", steps, lambda control: self.pg.upscale(
+            picture, prompt, negative_prompt=negative_prompt, model=model, scheduler=scheduler,
+            steps=steps, guidance=guidance, noise_level=noise_level, seed=seed,
+            control=control))
 
     # ------------------------------------------------------------ helpers
+
+    def _stream(self, name: str, steps, call: Callable) -> Iterator[tuple[FileData | None, dict]]:
+        """Run `call(control)`; yield step updates, then (PNG, settings). Closing this
+        generator (a cancelled event, a client gone) cancels the run at its next step."""
+        total = int(steps) if isinstance(steps, (int, float)) and 1 <= steps <= 10**6 else 1
+        try:
+            for update in stream_run(call, steps=total, runs=self.runs,
+                                     session=uuid.uuid4().hex, tab=f"api-{name}",
+                                     previews=False):
+                if update.done:
+                    yield self._answer(update.result)
+                    return
+                yield None, {"step": update.step, "total": update.total}
+        except gr.Error:
+            raise
+        except Cancelled as error:
+            raise gr.Error("the run was stopped", print_exception=False) from error
+        except Exception as error:  # noqa: BLE001 - every failure becomes a message
+            raise user_error(error) from error
 
     def _answer(self, image: Image.Image) -> tuple[FileData, dict]:
         self._delete_old_results()
@@ -133,8 +163,11 @@ def uploaded_picture(payload: Any, name: str) -> Image.Image:
                        f"not accepted", print_exception=False)
     try:
         with Image.open(resolved) as picture:
+            check_pixels(name, picture.width, picture.height)  # before decoding: bombs
             picture.load()
             return picture.copy()
+    except PlaygroundError as error:
+        raise gr.Error(str(error), print_exception=False) from error
     except Image.DecompressionBombError as error:
         raise gr.Error(f"{name} is too large: {error}", print_exception=False) from error
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same answer

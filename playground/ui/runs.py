@@ -71,9 +71,11 @@ def preview_every(steps: int) -> int:
 
 
 def stream_run(call: Callable[[RunControl], Any], *, steps: int, runs: ActiveRuns,
-               session: str, tab: str, poll_s: float = 0.1) -> Iterator[Step]:
+               session: str, tab: str, poll_s: float = 0.1,
+               previews: bool = True) -> Iterator[Step]:
     """Run `call(control)` in a worker thread; yield a `Step` per progress report
-    (with the newest preview, if any) and a final `Step(done=True, result=...)`.
+    (with the newest preview, if any; none when `previews` is False) and a final
+    `Step(done=True, result=...)`.
 
     Exceptions of `call` (including `Cancelled`) are raised here, in the caller's
     thread. If the consumer stops iterating (the browser left, Gradio cancelled the
@@ -82,7 +84,7 @@ def stream_run(call: Callable[[RunControl], Any], *, steps: int, runs: ActiveRun
     control = RunControl(
         on_progress=lambda step, total: events.put(("progress", step, total, None)),
         on_preview=lambda image, step, total: events.put(("progress", step, total, image)),
-        preview_every=preview_every(steps))
+        preview_every=preview_every(steps) if previews else 0)
     outcome: dict = {}
 
     def work():
