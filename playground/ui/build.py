@@ -5,8 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import Playground
-from . import inpaint, layout_to_image, text_to_image, upscale
+from ..share.history import Histories
+from . import history, inpaint, layout_to_image, sharing, text_to_image, upscale
 from .api import ApiEndpoints
+from . import compare, compare_api
 from .runs import ActiveRuns
 
 TITLE = "The diffusion playground"
@@ -24,21 +26,38 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
         (1 suits a CPU; None = no limit). max_queue: requests waiting beyond that; more
         are refused with Gradio's "queue is full" message."""
     runs = ActiveRuns()
+    runs.history = Histories()  # each session's results, for the History tab
     # delete_cache: Gradio's uploads and results older than an hour go, checked hourly
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
+        restore_bar = sharing.restore_bar()
+        links = {}
         with gr.Tabs() as tabs:
             with gr.Tab("Text to image", id="t2i"):
                 t2i = text_to_image.build(pg, runs, concurrency_limit=concurrency_limit)
+                links["t2i"] = sharing.link_row("t2i")
             with gr.Tab("Layout to image", id="layout"):
                 layout = layout_to_image.build(pg, runs, concurrency_limit=concurrency_limit)
+                links["layout"] = sharing.link_row("layout")
             with gr.Tab("Inpainting", id="inpaint"):
                 paint = inpaint.build(pg, runs, concurrency_limit=concurrency_limit)
+                links["inpaint"] = sharing.link_row("inpaint")
             with gr.Tab("Super-resolution", id="upscale"):
                 up = upscale.build(pg, runs, concurrency_limit=concurrency_limit)
+                links["upscale"] = sharing.link_row("upscale")
+            with gr.Tab("History", id="history") as history_tab:
+                past = history.build()
+            with gr.Tab("Compare", id="compare"):
+                compare.build(pg, runs, concurrency_limit=concurrency_limit)
         wire_send_to(tabs, t2i, layout, paint, up)
+        targets = sharing.wire(app, pg, tabs, restore_bar,
+                               {"t2i": t2i, "layout": layout, "inpaint": paint, "upscale": up},
+                               links)
+        history.wire(past, history_tab, runs.history, pg, tabs, restore_bar, targets, paint, up)
         api = ApiEndpoints(pg, api_output_dir)
         api.register(concurrency_limit=concurrency_limit)
+        compare_api.CompareEndpoints(pg, api.output_dir).register(
+            concurrency_limit=concurrency_limit)
     app.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     app.playground_runs = runs  # for tests and monitoring: the runs in flight
     app.playground_output_dir = api.output_dir  # served: see serving.launch_options
