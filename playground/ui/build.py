@@ -9,6 +9,7 @@ from ..share.history import Histories
 from . import history, inpaint, layout_to_image, sharing, text_to_image, upscale
 from .api import ApiEndpoints
 from . import compare, compare_api
+from . import learn, learn_api
 from .runs import ActiveRuns
 
 TITLE = "The diffusion playground"
@@ -49,6 +50,8 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
                 past = history.build()
             with gr.Tab("Compare", id="compare"):
                 compare.build(pg, runs, concurrency_limit=concurrency_limit)
+            with gr.Tab("Learn", id="learn"):
+                learn.build(pg, runs, concurrency_limit=concurrency_limit)
         wire_send_to(tabs, t2i, layout, paint, up)
         targets = sharing.wire(app, pg, tabs, restore_bar,
                                {"t2i": t2i, "layout": layout, "inpaint": paint, "upscale": up},
@@ -57,6 +60,8 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
         api = ApiEndpoints(pg, api_output_dir)
         api.register(concurrency_limit=concurrency_limit)
         compare_api.CompareEndpoints(pg, api.output_dir).register(
+            concurrency_limit=concurrency_limit)
+        learn_api.LearnEndpoints(pg, api.output_dir).register(
             concurrency_limit=concurrency_limit)
     app.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     app.playground_runs = runs  # for tests and monitoring: the runs in flight
