@@ -277,7 +277,7 @@ def grid_picture(grid: GridResult) -> Image.Image:
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     row_labels = [_value_label(grid.y_axis, y) if grid.y_axis else "" for y in grid.y_values]
     left = max([chart.text_width(probe, t) for t in row_labels] + [0]) + 12
-    under, top, gap = 30, 46, 6
+    under, top, gap = 30, 56, 6
     column_w = max(cell_w, 112) + gap
     width = left + column_w * len(grid.x_values) + gap
     height = top + (cell_h + under + gap) * len(grid.y_values)

@@ -83,9 +83,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                 sweep = gr.Button("Guidance sweep", scale=1, elem_id=f"{TAB}-sweep")
         with gr.Column():
             grid_picture = gr.Image(label="Grid (PNG, settings inside)", format="png",
+                                    show_label=False,
                                     type="filepath", interactive=False,
                                     elem_id=f"{TAB}-grid")
             curve = gr.Image(label="Distance to the most converged picture", format="png",
+                             show_label=False,
                              type="pil", interactive=False, elem_id=f"{TAB}-curve")
             table = gr.Dataframe(label="Seconds and distance per cell", interactive=False,
                                  elem_id=f"{TAB}-table")
