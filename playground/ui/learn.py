@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -191,7 +192,7 @@ def parse_steps(text) -> list[int] | None:
 
 
 def save_frame(folder: Path, frame) -> tuple[int, str, str]:
-    base = folder / f"{id(frame)}-{frame.step}"
+    base = folder / f"{uuid.uuid4().hex}-{frame.step}"
     xt, x0 = f"{base}-xt.png", f"{base}-x0.png"
     frame.x_t.save(xt)
     frame.x0.save(x0)
