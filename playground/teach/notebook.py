@@ -119,7 +119,8 @@ def build_notebook(pg, runs: list):
     count = 1
     cells.append(nbf.new_code_cell(setup_code(pg, records), execution_count=count))
     for number, record in enumerate(records, start=1):
-        cells.append(nbf.new_markdown_cell(_run_markdown(number, record)))
+        cells.append(nbf.new_markdown_cell(_run_markdown(number, record)
+                                           + _plain_diffusers(pg, record["settings"])))
         code = run_code(number, record)
         if code is None:
             cells.append(nbf.new_markdown_cell(_not_runnable(record)))
@@ -259,6 +260,19 @@ def _run_markdown(number: int, record: dict) -> str:
     for warning in settings.get("warnings") or []:
         lines.append(f"- note: {_escape(str(warning))}")
     return "\n".join(lines)
+
+
+def _plain_diffusers(pg, settings: dict) -> str:
+    """The run as a plain-diffusers script (`Playground.show_code`), folded away; empty
+    where there is none (compare grids)."""
+    if settings["task"] == "compare_grid" or not hasattr(pg, "show_code"):
+        return ""
+    try:
+        script = pg.show_code(settings)
+    except Exception:  # noqa: BLE001 - the notebook stands without this extra
+        return ""
+    return ("\n\n<details><summary>The same in plain diffusers</summary>\n\n"
+            f"```python\n{script.rstrip()}\n```\n\n</details>")
 
 
 def _not_runnable(record: dict) -> str:

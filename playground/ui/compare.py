@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import Playground, RunControl
+from .. import Cancelled, Playground, RunControl
 from ..share.pngmeta import save_png
 from ..teach import grid as grid_mod
 from ..teach import quality as quality_mod
@@ -76,7 +76,10 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             reference_steps = gr.Slider(0, 150, value=grid_mod.REFERENCE_STEPS, step=1,
                                         label="Reference steps (when steps is not an axis; "
                                               "0 = no distances)")
-            make_grid = gr.Button("Make grid", variant="primary", elem_id=f"{TAB}-make-grid")
+            with gr.Row():
+                make_grid = gr.Button("Make grid", variant="primary", scale=3,
+                                      elem_id=f"{TAB}-make-grid")
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id=f"{TAB}-stop")
             with gr.Row():
                 sweep_values = gr.Textbox(", ".join(map(str, grid_mod.GUIDANCE_SWEEP)),
                                           label="Guidance sweep values", scale=3)
@@ -126,25 +129,28 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         return str(path), result.curve, result.frame(), kept[-MAX_GRIDS_KEPT:]
 
     def on_make_grid(prompt, negative, model, x_axis, x_values, y_axis, y_values, scheduler,
-                     steps, guidance, seed, reference_steps, kept, progress=gr.Progress()):
-        result = call_core(pg.compare_grid, prompt, x_axis, x_values,
+                     steps, guidance, seed, reference_steps, kept, request: gr.Request,
+                     progress=gr.Progress()):
+        result = stoppable(runs, request, progress, pg.compare_grid, prompt, x_axis, x_values,
                            None if y_axis == "none" else y_axis, y_values,
                            negative_prompt=negative, model=model, scheduler=scheduler,
                            steps=steps, guidance=guidance, seed=seed,
-                           reference_steps=reference_steps, control=_progress(progress))
+                           reference_steps=reference_steps)
         return grid_answer(result, kept)
 
     def on_sweep(prompt, negative, model, scheduler, steps, guidance, seed, values,
-                 reference_steps, kept, progress=gr.Progress()):
+                 reference_steps, kept, request: gr.Request, progress=gr.Progress()):
         del guidance  # the sweep varies it
-        result = call_core(pg.guidance_sweep, prompt, values, negative_prompt=negative,
-                           model=model, scheduler=scheduler, steps=steps, seed=seed,
-                           reference_steps=reference_steps, control=_progress(progress))
+        result = stoppable(runs, request, progress, pg.guidance_sweep, prompt, values,
+                           negative_prompt=negative, model=model, scheduler=scheduler,
+                           steps=steps, seed=seed, reference_steps=reference_steps)
         return grid_answer(result, kept)
 
-    def on_measure(schedulers_text, steps_text, n_prompts, progress=gr.Progress()):
-        result = call_core(pg.quality_vs_cost, schedulers=schedulers_text, steps=steps_text,
-                           n_prompts=int(n_prompts), control=_progress(progress))
+    def on_measure(schedulers_text, steps_text, n_prompts, request: gr.Request,
+                   progress=gr.Progress()):
+        result = stoppable(runs, request, progress, pg.quality_vs_cost,
+                           schedulers=schedulers_text, steps=steps_text,
+                           n_prompts=int(n_prompts))
         return (result.plot, quality_mod.counterexample_text(result.counterexample),
                 result.counterexample_picture, result.frame())
 
@@ -168,6 +174,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     measure.click(on_measure, [q_schedulers, q_steps, q_prompts],
                   [q_plot, q_text, q_example, q_table], **sampling)
     export.click(on_export, grids, notebook, **sampling)
+
+    def on_stop(request: gr.Request):
+        runs.stop(session_of(request), TAB)
+
+    stop.click(on_stop, None, None, queue=False, api_visibility="private")
     model_box.change(lambda m: _scheduler_choices(pg, m), model_box, scheduler, queue=False,
                      api_visibility="private")
     return CompareTab(grid_picture, table, notebook, grids)
@@ -183,8 +194,24 @@ def history_runs(runs: ActiveRuns, request: gr.Request | None) -> list[dict]:
             if item.path.exists()]
 
 
-def _progress(progress: gr.Progress) -> RunControl:
-    return RunControl(on_progress=lambda done, total: progress((done, total), unit="steps"))
+def stoppable(runs: ActiveRuns, request: gr.Request | None, progress: gr.Progress, fn,
+              *args, **kwargs):
+    """`fn(*args, control=..., **kwargs)` with progress shown and this session's Stop
+    button able to end it (at the next sampling step)."""
+    control = RunControl(on_progress=lambda done, total: progress((done, total), unit="steps"))
+    session = session_of(request)
+    runs.start(session, TAB, control)
+    try:
+        return call_core(_stopped_as_error, fn, *args, control=control, **kwargs)
+    finally:
+        runs.finish(session, TAB, control)
+
+
+def _stopped_as_error(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Cancelled as error:
+        raise gr.Error("Stopped.", print_exception=False) from error
 
 
 def _scheduler_choices(pg: Playground, model: str):
