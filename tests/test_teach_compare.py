@@ -83,6 +83,23 @@ def test_seed_axis_gives_each_seed_its_own_noise(tiny_playground, starting_noise
     assert all(c.distance is not None and c.reference.endswith("3 steps") for c in grid.cells)
 
 
+def test_a_grid_reports_progress_over_all_cells_and_stops_when_cancelled(tiny_playground):
+    from playground import Cancelled, RunControl
+
+    seen = []
+
+    def on_progress(done, total):
+        seen.append((done, total))
+        if done >= 3:
+            control.cancel()
+
+    control = RunControl(on_progress=on_progress)
+    with pytest.raises(Cancelled):
+        tiny_playground.compare_grid("a red circle", "steps", [2, 3], "seed", [1, 2],
+                                     control=control, **TINY)
+    assert seen[0] == (1, 10) and seen[-1][0] == 3  # 2+3 steps per seed row, stopped at 3
+
+
 @pytest.mark.parametrize("axes, message", [
     (("colour", [1, 2]), "unknown x axis"),
     (("steps", [1, 2], "steps", [3]), "must differ"),
