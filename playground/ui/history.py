@@ -65,10 +65,11 @@ def wire(h: HistoryTab, history_tab: gr.Tab, histories: Histories, pg: Playgroun
     def listing(request: gr.Request):
         items = histories.of(session_of(request)).items()
         paths = [str(item.path) for item in items]
-        return [(path, item.caption) for path, item in zip(paths, items)], paths, None, None
+        return [(path, item.caption) for path, item in zip(paths, items)], paths
 
+    # The picked result stays picked (its file stays) while the list grows.
     for trigger in (history_tab.select, h.refresh.click):
-        trigger(listing, None, [h.gallery, h.paths, h.selected, h.settings], **private)
+        trigger(listing, None, [h.gallery, h.paths], **private)
 
     def pick(paths, evt: gr.SelectData):
         path = paths[evt.index] if 0 <= evt.index < len(paths) else None
