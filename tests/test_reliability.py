@@ -224,3 +224,17 @@ def test_a_full_queue_says_so_and_the_app_goes_on(client):
     wait_until(lambda: not api_workers(), 30, "the cancelled runs to end")
     picture, _ = text_to_image(client, prompt="a blue square", steps=2, seed=2)
     assert picture.std() > 1
+
+
+def test_the_load_test_runs_and_counts(capsys):
+    """`python -m playground.loadtest`, small: every request served, figures printed."""
+    from playground import loadtest
+
+    tally = loadtest.main(["--users", "2", "--requests", "4", "--steps", "1",
+                           "--tasks", "text_to_image,upscale", "--max-seconds", "120"])
+    out = capsys.readouterr().out
+    assert not tally.errors and len(tally.latencies) == 4
+    for figure in ("requests served: 4", "errors: 0", "p50", "p95", "peak"):
+        assert figure in out, out
+    with pytest.raises(SystemExit):
+        loadtest.parse_args(["--requests", str(loadtest.MAX_REQUESTS + 1)])
