@@ -11,7 +11,7 @@ import sys
 from playground import Playground, PlaygroundError, Registry
 from playground.ui import build_app
 from playground.ui.serving import (exposure_warning, launch_options, login_checker,
-                                   parse_login, read_auth_file)
+                                   parse_login, read_auth_file, share_failed_message)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,7 +75,10 @@ def main(argv=None) -> None:
     app = build_app(pg, concurrency_limit=args.concurrency, max_queue=args.max_queue)
     app.launch(**launch_options(app, host=args.host, port=args.port, share=args.share,
                                 auth=login_checker(users) if users else None,
-                                root_path=args.root_path))
+                                root_path=args.root_path), prevent_thread_lock=True)
+    if args.share and not getattr(app, "share_url", None):
+        print(share_failed_message(getattr(app, "local_url", None)), file=sys.stderr)
+    app.block_thread()  # serve until Ctrl+C (returns at once if the server is not running)
 
 
 if __name__ == "__main__":

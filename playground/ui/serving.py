@@ -62,6 +62,16 @@ def exposure_warning(host: str, share: bool, has_auth: bool) -> str | None:
     return None
 
 
+def share_failed_message(local_url: str | None) -> str:
+    """What to tell the user when --share was asked for but no public link came."""
+    here = local_url or "this machine's address"
+    return ("app.py: no public share link: Gradio's share server could not be reached (this "
+            "machine has no network to it, or its tunnel program could not be downloaded). "
+            f"The app still runs at {here}, for this machine only. To let others in "
+            "without --share: --host 0.0.0.0 --auth user:password on a network they reach, "
+            "or your own reverse proxy with --root-path.")
+
+
 def launch_options(app, *, host: str = "127.0.0.1", port: int | None = None,
                    share: bool = False, auth=None, root_path: str | None = None) -> dict:
     """Keyword arguments for `app.launch` (an app from `build_app`): the only folder
