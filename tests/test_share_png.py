@@ -132,3 +132,21 @@ def test_a_picture_without_settings_is_refused_clearly():
         read_png(buffer.getvalue())
     with pytest.raises(BadInput, match="not a picture"):
         read_png(b"hello")
+
+
+def test_ui_and_api_pngs_carry_both_chunks(starter, tmp_path):
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    from playground.ui.api import ApiEndpoints
+    from playground.ui.common import png_ready
+
+    image = starter.text_to_image("a red circle", steps=2, seed=8)
+    as_the_ui_writes = encode_pil_to_bytes(png_ready(image), "png")  # Gradio's PNG writer
+    *_, (file_data, settings) = ApiEndpoints(starter, str(tmp_path)).text_to_image(
+        "a red circle", steps=2, seed=8)
+    for png in (as_the_ui_writes, open(file_data.path, "rb").read()):
+        opened = Image.open(io.BytesIO(png))
+        assert "Seed: 8" in opened.text["parameters"]
+        assert read_png(png).settings == read_png(pngmeta.png_bytes(image)).settings
+        assert np.array_equal(np.asarray(opened.convert("RGB")), np.asarray(image))
+    assert settings["seed"] == 8
