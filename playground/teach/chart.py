@@ -49,8 +49,8 @@ def label_of(value: float) -> str:
 def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_label: str,
                y_label: str, size: tuple[int, int] = (440, 300),
                log_x: bool = False) -> Image.Image:
-    """One panel: a line per named series of (x, y) points (NaN y values are skipped),
-    with ticks, axis labels and a legend."""
+    """One panel: a line per named series of (x, y) points, joined in the order given
+    (NaN y values are skipped), with ticks, axis labels and a legend."""
     width, height = size
     left, right, top, bottom = 52, 12, 38, 40
     points = [(x, y) for pts in series.values() for x, y in pts
@@ -89,17 +89,18 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_la
     draw.text((left + plot_w // 2, height - 4), x_label, fill=INK, font=font(11), anchor="mb")
     draw.text((2, top - 15), y_label, fill=INK, font=font(11))
 
+    legend_w = max(text_width(draw, name, 10) for name in series)
     for i, (name, pts) in enumerate(series.items()):
         colour = LINE_COLOURS[i % len(LINE_COLOURS)]
-        shown = sorted((x, y) for x, y in pts if math.isfinite(y) and (x > 0 or not log_x))
+        shown = [(x, y) for x, y in pts if math.isfinite(y) and (x > 0 or not log_x)]
         pixels = [to_pixel(x, y) for x, y in shown]
         if len(pixels) > 1:
             draw.line(pixels, fill=colour, width=2)
         for px, py in pixels:
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        legend_y = top + 4 + 14 * i
-        draw.line([(left + 8, legend_y + 6), (left + 22, legend_y + 6)], fill=colour, width=3)
-        draw.text((left + 26, legend_y), name, fill=INK, font=font(10))
+        legend_y, legend_x = top + 4 + 14 * i, left + plot_w - 30 - legend_w
+        draw.line([(legend_x, legend_y + 6), (legend_x + 14, legend_y + 6)], fill=colour, width=3)
+        draw.text((legend_x + 18, legend_y), name, fill=INK, font=font(10))
     return picture
 
 

@@ -323,6 +323,7 @@ def distance_curve(grid: GridResult) -> Image.Image:
         name = "distance" if other is None else _value_label(other, o_value)
         series.setdefault(name, []).append(
             (position, float("nan") if c.distance is None else c.distance))
+    series = {name: sorted(points) for name, points in series.items()}
     x_label = curve_axis if curve_axis != "scheduler" else \
         "scheduler: " + ", ".join(f"{k + 1} {v}" for k, v in enumerate(grid.x_values))
     return chart.line_chart(series, title="Distance to the most converged picture",
