@@ -312,7 +312,8 @@ def distance_curve(grid: GridResult) -> Image.Image:
     """Distance to the reference against steps (or the numeric axis), a line per value
     of the other axis."""
     axes = [a for a in (grid.x_axis, grid.y_axis) if a]
-    curve_axis = "steps" if "steps" in axes else next((a for a in axes if a != "scheduler"), axes[0])
+    numeric = [a for a in axes if a != "scheduler"]
+    curve_axis = "steps" if "steps" in axes else (numeric or axes)[0]
     other = next((a for a in axes if a != curve_axis), None)
     series: dict[str, list] = {}
     for c in grid.cells:

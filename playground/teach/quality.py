@@ -72,7 +72,8 @@ class QualityResult:
     def table(self) -> list[dict]:
         return [{"scheduler": p.scheduler, "steps": p.steps, "seconds": round(p.seconds, 3),
                  "accuracy": round(p.accuracy, 3),
-                 "attribute_accuracy": round(p.attribute_accuracy, 3), "frechet": round(p.frechet, 3),
+                 "attribute_accuracy": round(p.attribute_accuracy, 3),
+                 "frechet": round(p.frechet, 3),
                  **{a: round(v, 3) for a, v in p.attributes.items()}} for p in self.points]
 
     def frame(self):
@@ -94,7 +95,8 @@ class QualityResult:
                   f"{j['colour']:.3f}, shape {j['shape']:.3f}, object found (cell) "
                   f"{j['object found (cell)']:.3f}, background {j['background']:.3f}. "
                   f"Frechet distance of renders against other renders (the floor): "
-                  f"{self.frechet_floor:.2f}.", "", counterexample_text(self.counterexample)]
+                  f"{self.frechet_floor:.2f}.", "",
+                  counterexample_text(self.counterexample, self.prompts)]
         return "\n".join(lines)
 
 
@@ -194,15 +196,17 @@ def _name(p: QualityPoint) -> str:
     return f"{p.scheduler}, {p.steps} steps"
 
 
-def counterexample_text(example: dict | None) -> str:
+def counterexample_text(example: dict | None, prompts: list[str] | None = None) -> str:
     if example is None:
         return ("In this measurement a lower Frechet distance always came with pictures at "
                 "least as right, prompt by prompt: no counterexample found.")
     a, b, k = example["lower"], example["higher"], example["prompt_index"]
+    asked = f' ("{prompts[k]}")' if prompts else ""
     return (f"A lower distance is not always a better picture: **{_name(a)}** has Frechet "
             f"distance {a.frechet:.2f}, lower than **{_name(b)}** ({b.frechet:.2f}), yet for "
-            f"prompt {k + 1} its picture has {a.scores[k]} of {len(ATTRIBUTES)} attributes "
-            f"right (judge reads: {evaluate.describe(a.readings[k])}) while {_name(b)} has "
+            f"prompt {k + 1}{asked} its picture has {a.scores[k]} of {len(ATTRIBUTES)} "
+            f"attributes right (judge reads: {evaluate.describe(a.readings[k])}) while "
+            f"{_name(b)} has "
             f"{b.scores[k]} right ({evaluate.describe(b.readings[k])}); "
             f"{len(example['prompts'])} of {len(a.scores)} prompts go this way. The distance "
             f"compares the two sets of pictures as a whole, not each picture with its prompt.")
@@ -226,7 +230,8 @@ def quality_plot(result: QualityResult) -> Image.Image:
     n = len(result.prompts)
     return chart.panels([
         chart.line_chart(series(accuracy_of, steps_of), title=f"Judge accuracy ({n} prompts)",
-                         x_label="steps (log scale)", y_label="attributes right (colour, shape, cell, bg)",
+                         x_label="steps (log scale)",
+                         y_label="attributes right (colour, shape, cell, bg)",
                          log_x=True),
         chart.line_chart(series(accuracy_of, seconds_of), title="Judge accuracy vs cost",
                          x_label="seconds per picture",

@@ -151,7 +151,8 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         result = stoppable(runs, request, progress, pg.quality_vs_cost,
                            schedulers=schedulers_text, steps=steps_text,
                            n_prompts=int(n_prompts))
-        return (result.plot, quality_mod.counterexample_text(result.counterexample),
+        return (result.plot,
+                quality_mod.counterexample_text(result.counterexample, result.prompts),
                 result.counterexample_picture, result.frame())
 
     def on_export(kept, request: gr.Request):
