@@ -153,3 +153,14 @@ def test_share_without_network_says_so_and_keeps_serving(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "no public share link" in err and "still runs at http://127.0.0.1" in err
     assert served["status"] == 200
+
+
+def test_boxes_restored_onto_the_layout_canvas_read_back_unchanged():
+    from playground.ui import layout_to_image, sharing
+
+    boxes = LINKED["layout_to_image"]["boxes"][:1] + [[0.08, 0.5, 0.92, 0.87]]
+    phrases = ["a red circle", "a blue square"]
+    canvas = layout_to_image.canvas_value(list(zip(phrases, boxes)))
+    assert layout_to_image.phrases_and_boxes(canvas) == (phrases, boxes)
+    odd = restorable({"task": "layout_to_image", "phrases": ["a"], "boxes": [[0.123456, 0.1, 0.5, 0.5]]})
+    assert "grid" in " ".join(sharing.canvas_note(odd))

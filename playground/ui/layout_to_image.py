@@ -56,9 +56,20 @@ def phrases_and_boxes(annotation: dict | None) -> tuple[list[str], list[list[flo
     phrases, boxes = [], []
     for box in annotation.get("boxes") or []:
         phrases.append((box.get("label") or "").strip())
-        boxes.append([round(box["xmin"] / width, 4), round(box["ymin"] / height, 4),
-                      round(box["xmax"] / width, 4), round(box["ymax"] / height, 4)])
+        boxes.append([fraction(box["xmin"], width), fraction(box["ymin"], height),
+                      fraction(box["xmax"], width), fraction(box["ymax"], height)])
     return phrases, boxes
+
+
+def fraction(pixel: float, side: int) -> float:
+    """pixel / side as the shortest decimal that lands on the same canvas pixel: the
+    canvas keeps whole pixels, so a box restored from settings (0.1 -> pixel 51) reads
+    back as 0.1, not 0.0996, and makes the same picture again."""
+    for digits in range(1, 4):
+        short = round(pixel / side, digits)
+        if round(short * side) == round(pixel):
+            return short
+    return round(pixel / side, 4)
 
 
 def picture_size(image) -> tuple[int, int]:

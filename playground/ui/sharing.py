@@ -99,11 +99,26 @@ def widget_updates(recipe: Recipe, targets) -> list:
     return updates
 
 
+def canvas_note(recipe: Recipe) -> list[str]:
+    """The layout canvas holds whole pixels: say when restored boxes had to move."""
+    boxes = recipe.settings.get("boxes")
+    if recipe.tab != "layout" or not boxes:
+        return []
+    phrases = recipe.settings.get("phrases") or [""] * len(boxes)
+    on_canvas = layout_to_image.phrases_and_boxes(
+        layout_to_image.canvas_value(list(zip(phrases, boxes))))[1]
+    if on_canvas == boxes:
+        return []
+    return [f"The boxes moved to the canvas's {layout_to_image.CANVAS_SIDE}-pixel grid "
+            f"(now {on_canvas}): pixels may differ."]
+
+
 def restore_outputs(tabs_component: gr.Tabs, bar: RestoreBar, targets) -> list:
     return [tabs_component, bar.note, *(widget for _, _, widget in targets)]
 
 
 def restore_answer(recipe: Recipe, targets) -> list:
+    recipe.notes += canvas_note(recipe)
     return [gr.Tabs(selected=recipe.tab), recipe.message(), *widget_updates(recipe, targets)]
 
 
