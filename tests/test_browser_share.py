@@ -25,7 +25,7 @@ def wait_for_note(page, text: str) -> str:
     return page.inner_text("#share-note")
 
 
-def test_copy_link_opens_the_same_tab_and_settings_without_running(page, browser):  # noqa: F811
+def test_copy_link_opens_the_same_tab_and_settings_without_running(page):  # noqa: F811
     open_tab(page, "layout")
     page.get_by_role("button", name="Example layout").click()
     page.fill("#layout-prompt textarea", "a red circle and a blue square, shared")

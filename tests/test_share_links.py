@@ -162,5 +162,6 @@ def test_boxes_restored_onto_the_layout_canvas_read_back_unchanged():
     phrases = ["a red circle", "a blue square"]
     canvas = layout_to_image.canvas_value(list(zip(phrases, boxes)))
     assert layout_to_image.phrases_and_boxes(canvas) == (phrases, boxes)
-    odd = restorable({"task": "layout_to_image", "phrases": ["a"], "boxes": [[0.123456, 0.1, 0.5, 0.5]]})
+    odd = restorable({"task": "layout_to_image", "phrases": ["a"],
+                      "boxes": [[0.123456, 0.1, 0.5, 0.5]]})
     assert "grid" in " ".join(sharing.canvas_note(odd))

@@ -36,7 +36,8 @@ class Item:
 
     @property
     def caption(self) -> str:
-        return f"{self.task} · seed {self.settings.get('seed')} · {self.settings.get('prompt', '')}"
+        seed, prompt = self.settings.get("seed"), self.settings.get("prompt", "")
+        return f"{self.task} · seed {seed} · {prompt}"
 
 
 class History:
