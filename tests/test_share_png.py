@@ -150,3 +150,14 @@ def test_ui_and_api_pngs_carry_both_chunks(starter, tmp_path):
         assert read_png(png).settings == read_png(pngmeta.png_bytes(image)).settings
         assert np.array_equal(np.asarray(opened.convert("RGB")), np.asarray(image))
     assert settings["seed"] == 8
+
+
+def test_the_example_pngs_load_as_recipes_of_their_tasks(starter):
+    from playground.ui.sharing import example_pngs
+
+    recipes = [read_png(path, pg=starter) for path in example_pngs()]
+    found = {recipe.task: recipe for recipe in recipes}
+    assert set(found) == {"text_to_image", "layout_to_image", "inpaint", "upscale"}
+    for recipe in found.values():
+        assert recipe.ignored == [] and recipe.settings["seed"] >= 0
+        assert recipe.settings["model"] == "starter"
