@@ -446,6 +446,10 @@ class Registry:
             for name in _needed_components(pipeline_cls, index, task):
                 component_dtype = self._component_dtype(entry.name, task, name, dtype)
                 key = _component_key(source, name, component_dtype, device)
+                if task == "upscale" and name == "vae":
+                    # StableDiffusionUpscalePipeline rewrites vae.config.scaling_factor to
+                    # 0.08333 when built: never hand it a VAE other pipelines decode with
+                    key += ("upscale",)
                 if key not in self._components:
                     self._components[key] = self._load_component(
                         entry.name, source, name, index, component_dtype, device)

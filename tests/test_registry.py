@@ -35,6 +35,25 @@ def test_starter_tasks_share_text_encoder_vae_and_tokenizer():
     assert registry.pipeline("starter", "text_to_image") is t2i  # loaded once
 
 
+def test_loading_the_upscaler_leaves_the_shared_vae_alone(tmp_path, tiny_models):
+    """StableDiffusionUpscalePipeline rewrites its VAE's scaling_factor when built; the
+    registry must not give it the VAE that text-to-image decodes with, even when both
+    folders link to the same VAE files (as the starter folders do)."""
+    up_folder = tmp_path / "upscale"
+    shutil.copytree(tiny_models / "upscale", up_folder)
+    shutil.rmtree(up_folder / "vae")
+    os.symlink(tiny_models / "text2img" / "vae", up_folder / "vae")
+    registry = Registry(device="cpu", allowed_dirs=[str(tiny_models), str(tmp_path)])
+    registry.add(parse_model_flag(f"t2i={tiny_models / 'text2img'};tasks=t2i"))
+    registry.add(parse_model_flag(f"up={up_folder};tasks=upscale"))
+    t2i = registry.pipeline("t2i", "text_to_image")
+    factor = t2i.vae.config.scaling_factor
+    assert factor != 0.08333
+    up = registry.pipeline("up", "upscale")
+    assert up.vae is not t2i.vae
+    assert t2i.vae.config.scaling_factor == factor
+
+
 def test_one_source_serving_two_tasks_shares_every_module(tiny_models):
     entry = make_entry("sd", str(tiny_models / "text2img"))
     assert entry.tasks == ("text_to_image", "inpaint")  # from its model_index.json

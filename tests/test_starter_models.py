@@ -67,6 +67,8 @@ def test_pipelines_share_one_tokenizer_text_encoder_and_vae():
     base = os.path.realpath(os.path.join(WEIGHTS, "text2img"))
     for task in ("layout", "inpaint", "upscale"):
         for part in ("vae", "text_encoder", "tokenizer"):
+            if (task, part) == ("upscale", "vae"):
+                continue  # its own rescaled copy (see the next tests)
             assert os.path.realpath(os.path.join(WEIGHTS, task, part)) == os.path.join(base, part)
 
 
@@ -81,3 +83,32 @@ def test_text_to_image_gets_the_colour_right():
     readings = judge.read_many(images)
     right = [evaluate.score_single(c, r)["colour"] for c, r in zip(cases, readings)]
     assert sum(right) >= 7, [(c.prompt, r) for c, r in zip(cases, readings)]
+
+
+def render_batch(n=4):
+    import random
+    from playground.starter.world import random_scene, render
+    rng = random.Random(7)
+    pics = [np.asarray(render(random_scene(rng), 64), dtype=np.float32) / 127.5 - 1 for _ in range(n)]
+    return torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def test_vae_scaling_factor_gives_unit_latents():
+    """The pipelines decode latents / scaling_factor: it must be the factor the UNets were
+    trained with (latents of renders with std about 1), not a value some pipeline forced."""
+    vae = load("text2img").vae
+    latents = vae.encode(render_batch()).latent_dist.mode() * vae.config.scaling_factor
+    assert 0.7 < latents.std().item() < 1.4, vae.config.scaling_factor
+
+
+@torch.no_grad()
+def test_upscaler_vae_decodes_like_the_shared_vae_at_its_forced_scale():
+    shared, up = load("text2img").vae, load("upscale").vae
+    assert up.config.scaling_factor == 0.08333  # StableDiffusionUpscalePipeline insists on it
+    latents = shared.encode(render_batch()).latent_dist.mode() * shared.config.scaling_factor
+    a = shared.decode(latents / shared.config.scaling_factor).sample
+    b = up.decode(latents / up.config.scaling_factor).sample
+    assert (a - b).abs().max().item() < 0.02
+    again = up.encode(render_batch()).latent_dist.mode() * up.config.scaling_factor
+    assert torch.allclose(again, latents, atol=0.02)

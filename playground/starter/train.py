@@ -226,8 +226,27 @@ def min_snr_weight(sched, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
-def diffusion_loss(unet, sched, latents, cond, extra_in=None, **unet_kwargs):
+OFFSET_NOISE = 0.1  # set from --offset-noise
+
+
+def training_noise(latents: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise plus a small per-channel constant ("offset noise"). The scaled-linear
+    schedule never reaches zero signal, so without the offset the models learn to read a
+    picture's overall colour from the mean of the starting noise, and at sampling time the
+    background and colours follow the seed instead of the prompt or the low-res input."""
     noise = torch.randn_like(latents)
+    if OFFSET_NOISE:
+        noise = noise + OFFSET_NOISE * torch.randn(*latents.shape[:2], 1, 1, device=latents.device)
+    return noise
+
+
+def set_offset_noise(value: float) -> None:
+    global OFFSET_NOISE
+    OFFSET_NOISE = value
+
+
+def diffusion_loss(unet, sched, latents, cond, extra_in=None, **unet_kwargs):
+    noise = training_noise(latents)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), device=latents.device)
     noisy = sched.add_noise(latents, noise, t)
     inp = noisy if extra_in is None else torch.cat([noisy, extra_in], 1)
@@ -480,6 +499,31 @@ def _ema_unet(task: str):
     return unet
 
 
+UPSCALER_SCALING = 0.08333  # StableDiffusionUpscalePipeline forces this onto any VAE it is given
+
+
+def upscaler_vae(vae):
+    """A copy of the shared VAE for the upscale pipeline, exactly equivalent at its scale.
+
+    StableDiffusionUpscalePipeline rewrites `vae.config.scaling_factor` to 0.08333 when it
+    is built, so it decodes `latents / 0.08333`, while our upscaler learned latents scaled
+    by the VAE's own factor. The 1x1 convolutions around the latent absorb the ratio k:
+    the decoder's post_quant_conv takes k*z as it took z, and the encoder's quant_conv
+    gives k*z (mean times k, log-variance plus 2 ln k), so encode and decode agree."""
+    import copy
+
+    k = vae.config.scaling_factor / UPSCALER_SCALING
+    up = copy.deepcopy(vae)
+    with torch.no_grad():
+        up.post_quant_conv.weight /= k
+        c = vae.config.latent_channels
+        up.quant_conv.weight[:c] *= k
+        up.quant_conv.bias[:c] *= k
+        up.quant_conv.bias[c:] += 2 * math.log(k)
+    up.register_to_config(scaling_factor=UPSCALER_SCALING)
+    return up
+
+
 def export(args):
     """Write the four pipelines as fp16 diffusers folders; shared parts are stored once
     (in text2img/) and linked from the other folders."""
@@ -491,6 +535,7 @@ def export(args):
     tok, te = trained_text("cpu", trainable=False)
     sched = models.build_default_scheduler()
     common = dict(vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched)
+    upscale_parts = dict(common, vae=upscaler_vae(vae))
     pipes = {
         "text2img": StableDiffusionPipeline(**common, unet=_ema_unet("text2img"), safety_checker=None,
                                             feature_extractor=None, requires_safety_checker=False),
@@ -498,7 +543,7 @@ def export(args):
                                                 feature_extractor=None, requires_safety_checker=False),
         "inpaint": StableDiffusionInpaintPipeline(**common, unet=_ema_unet("inpaint"), safety_checker=None,
                                                   feature_extractor=None, requires_safety_checker=False),
-        "upscale": StableDiffusionUpscalePipeline(**common, unet=_ema_unet("upscale"),
+        "upscale": StableDiffusionUpscalePipeline(**upscale_parts, unet=_ema_unet("upscale"),
                                                   low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
                                                   max_noise_level=350),
     }
@@ -510,6 +555,8 @@ def export(args):
         pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
         if name != "text2img":
             for part in ("vae", "text_encoder", "tokenizer"):
+                if part == "vae" and name == "upscale":
+                    continue  # its own rescaled copy: see upscaler_vae
                 shutil.rmtree(os.path.join(out, part))
                 os.symlink(os.path.join("..", "text2img", part), os.path.join(out, part))
         print("wrote", out, flush=True)
@@ -520,8 +567,26 @@ def export(args):
             from safetensors import safe_open
             with safe_open(p, "pt") as f:
                 steps[task] = int(f.metadata()["step"])
+    minutes = {task: trained_minutes(task) for task in steps}
     with open(os.path.join(args.weights, "training.json"), "w") as f:
-        json.dump({"steps": steps}, f, indent=1)
+        json.dump({"steps": steps, "minutes": minutes, "device": "cpu (2 shared cores)"
+                   if not torch.cuda.is_available() else torch.cuda.get_device_name()}, f, indent=1)
+
+
+def trained_minutes(task: str) -> float:
+    """Wall-clock training minutes from runs/<task>/log.txt: the sum over its sessions of
+    the last elapsed time logged before each stop."""
+    total, last = 0.0, 0.0
+    path = os.path.join(RUNS, task, "log.txt")
+    if not os.path.exists(path):
+        return 0.0
+    with open(path) as f:
+        for line in f:
+            if " min, " in line:
+                last = float(line.rsplit("(", 1)[1].split(" min")[0])
+            elif "stopped at step" in line or "resumed at step" in line:
+                total, last = total + last, 0.0
+    return round(total + last, 1)
 
 
 def state_from_shipped(task: str, weights: str) -> bool:
@@ -573,10 +638,13 @@ def main(argv=None):
     ap.add_argument("--cache-up", type=int, default=1500, help="256 px scene crops cached for the upscaler")
     ap.add_argument("--freeze-text", action="store_true",
                     help="text2img: keep the text encoder fixed (once other models use it)")
+    ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
+                    help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
     args = ap.parse_args(argv)
+    set_offset_noise(args.offset_noise)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
