@@ -295,6 +295,9 @@ def test_open_server_without_login_prints_a_warning(flags, warned, monkeypatch, 
         def launch(self, **options):
             launched.update(options)
 
+        def block_thread(self):
+            pass
+
     monkeypatch.setattr(app_module, "build_app", lambda pg, **kwargs: NoBuild())
     app_module.main(flags)
     err = capsys.readouterr().err
