@@ -1,7 +1,8 @@
 """The app in a real browser: Debian's chromium driven by Playwright, against the app
 served in this process with the starter models. Each tab generates (progress seen,
 picture fetched and checked by its pixels), a mask is painted, a box is drawn, Stop
-stops a run mid-way, "send to" carries a picture over, and the page logs no errors.
+stops a run mid-way, closing the tab stops its run, "send to" carries a picture over,
+and the page logs no errors.
 On failure, a screenshot of every tab goes to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
@@ -255,3 +256,37 @@ def test_bad_input_shows_the_core_message(page):
     toast.wait_for()
     assert "no boxes given" in toast.inner_text()
     assert "Traceback" not in toast.inner_text()
+
+
+def test_closing_the_tab_stops_its_run(browser, server, monkeypatch):
+    """A closed tab cancels its run: the sampling loop stops within moments, no result."""
+    runs = server[0].playground_runs
+    controls = []
+
+    def start_and_remember(session, tab, control, start=runs.start):
+        controls.append(control)
+        start(session, tab, control)
+
+    monkeypatch.setattr(runs, "start", start_and_remember)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server[1])
+    set_number(page, "t2i-steps", 150)
+    page.click("#t2i-generate")
+    page.wait_for_function(
+        "() => /^Step ([3-9]|\\d\\d+)\\//.test("
+        "document.querySelector('#t2i-status').innerText.trim())")
+    assert workers_of("t2i") and len(controls) == 1
+    steps = []
+    reported = controls[0].on_progress
+    controls[0].on_progress = lambda step, total: (steps.append(step), reported(step, total))
+    context.close()
+
+    deadline = time.monotonic() + 10
+    while workers_of("t2i") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not workers_of("t2i"), "the sampling loop kept running after the tab closed"
+    assert controls[0].cancelled, "the run ended without being cancelled"
+    assert runs.count() == 0
+    assert not steps or steps[-1] < 150, f"the run sampled to the end: {steps[-1:]}"
