@@ -10,6 +10,7 @@ import sys
 
 from playground import Playground, PlaygroundError, Registry
 from playground.ui import build_app
+from playground.ui.memory import few_malloc_arenas
 from playground.ui.serving import (exposure_warning, launch_options, login_checker,
                                    parse_login, read_auth_file, share_failed_message)
 
@@ -64,6 +65,7 @@ def logins(args) -> list[tuple[str, str]]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    few_malloc_arenas()  # before the server's threads: keeps its memory flat under load
     try:
         pg = make_playground(args)
         users = logins(args)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 from PIL import Image
 
 from ..run import RunControl
+from .memory import return_freed_memory
 
 PREVIEWS_PER_RUN = 5  # a few previews per run: each one costs a VAE decode
 
@@ -111,6 +112,7 @@ def stream_run(call: Callable[[RunControl], Any], *, steps: int, runs: ActiveRun
         if worker.is_alive():
             control.cancel()
         runs.finish(session, tab, control)
+        return_freed_memory()  # see memory.py: keeps a served app's size flat
 
 
 def _updates(events: queue.Queue, start: float, poll_s: float) -> Iterator[Step]:
