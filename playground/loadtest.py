@@ -4,22 +4,28 @@
     python -m playground.loadtest --users 8 --requests 200 --steps 4 --max-seconds 600
 
 The app (starter models, as `python app.py` builds it) is started in this process on a
-free port of 127.0.0.1 only, so that nothing outside this machine is ever sent a request
-and the server's memory can be measured. Each user has its own `Client` (its own
-session) and sends requests in turn, rotating over the four tasks, until the request
-count or the time limit is reached. Prints requests served, errors, latency (p50, p95,
-max) and the process's memory (start, peak, end, and early vs late in the run).
+free port of 127.0.0.1 only, so that nothing outside this machine is ever sent a request.
+The users run in a second process, so that this process's memory is the server's alone:
+the clients' threads, buffers and results would otherwise be counted as the server's.
+Each user has its own `Client` (its own session) and sends requests in turn, rotating
+over the tasks, until the request count or the time limit is reached. One request per
+task is sent first (not counted) so that the models, which load lazily, are in memory
+before the measured run. Prints requests served, errors, latency (p50, p95, max), the
+server's memory (before any request, with the models loaded, and over the run, tenth by
+tenth) and the peak memory of the users' process.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 MAX_REQUESTS = 10_000
@@ -52,9 +58,21 @@ class Tally:
         with self.lock:
             self.errors[f"{type(error).__name__}: {str(error)[:120]}"] += 1
 
+    def as_dict(self) -> dict:
+        """What crosses back from the users' process (plain values only)."""
+        return {"latencies": self.latencies, "per_task": dict(self.per_task),
+                "errors": dict(self.errors), "issued": self.issued}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tally":
+        tally = cls(latencies=list(d["latencies"]), errors=collections.Counter(d["errors"]),
+                    issued=d["issued"])
+        tally.per_task.update(d["per_task"])
+        return tally
+
 
 class MemorySampler(threading.Thread):
-    """Resident memory of this process (server and users), sampled every `every_s`."""
+    """Resident memory of this process, sampled every `every_s`."""
 
     def __init__(self, every_s: float = 0.25):
         super().__init__(daemon=True, name="loadtest-memory")
@@ -126,6 +144,30 @@ def user(url: str, tally: Tally, args, files: dict[str, str], deadline: float) -
             tally.served(task, time.monotonic() - start)
 
 
+def run_users(url: str, args: argparse.Namespace, files: dict[str, str]) -> dict:
+    """In the users' process: `args.users` users until `args.requests` were sent or
+    `args.max_seconds` passed. Returns the tally (`Tally.as_dict`) and this process's
+    peak resident memory."""
+    memory = MemorySampler()
+    memory.start()
+    tally = Tally()
+    deadline = time.monotonic() + args.max_seconds
+    users = [threading.Thread(target=user, args=(url, tally, args, files, deadline),
+                              name=f"loadtest-user-{i}") for i in range(args.users)]
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join()
+    memory.stop.set()
+    memory.join()
+    return {**tally.as_dict(), "peak_rss": max(r for _, r in memory.samples)}
+
+
+def warm_up_args(args: argparse.Namespace) -> argparse.Namespace:
+    """One user, one request per task: loads every model the run will use."""
+    return argparse.Namespace(**{**vars(args), "users": 1, "requests": len(args.tasks)})
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -137,7 +179,15 @@ def mb(n: int) -> str:
     return f"{n / 2**20:.0f} MB"
 
 
-def report(tally: Tally, memory: MemorySampler, seconds: float, args) -> str:
+def tenths(values: list[int]) -> list[float]:
+    """The mean of each tenth of `values` (fewer parts when there are few values)."""
+    parts = min(10, len(values))
+    bounds = [round(i * len(values) / parts) for i in range(parts + 1)]
+    return [sum(values[a:b]) / (b - a) for a, b in zip(bounds, bounds[1:])]
+
+
+def report(tally: Tally, memory: MemorySampler, seconds: float, args,
+           before: int = 0, loaded: int = 0, users_peak: int = 0) -> str:
     lat = tally.latencies
     lines = [f"users {args.users}, requests asked {args.requests}, steps {args.steps}, "
              f"tasks {', '.join(args.tasks)}, concurrency {args.concurrency}",
@@ -152,10 +202,16 @@ def report(tally: Tally, memory: MemorySampler, seconds: float, args) -> str:
             lines.append(f"  {task}: {len(values)} served, p50 {statistics.median(values):.2f} s")
     rss = [r for _, r in memory.samples]
     if rss:
-        tenth = max(1, len(rss) // 10)
-        lines.append(f"memory (RSS of server + users): start {mb(rss[0])}, peak {mb(max(rss))}, "
-                     f"end {mb(rss[-1])}; mean of first tenth {mb(sum(rss[:tenth]) / tenth)}, "
-                     f"of last tenth {mb(sum(rss[-tenth:]) / tenth)}")
+        means = tenths(rss)
+        lines.append(f"server memory (RSS of the app's process; the users run in another): "
+                     f"before any request {mb(before)}, after one request per task "
+                     f"(models loaded) {mb(loaded)}")
+        lines.append(f"  during the run: start {mb(rss[0])}, peak {mb(max(rss))}, "
+                     f"end {mb(rss[-1])}")
+        lines.append(f"  mean of each tenth of the run: "
+                     f"{', '.join(f'{m / 2**20:.0f}' for m in means)} MB")
+    if users_peak:
+        lines.append(f"users' process memory: peak {mb(users_peak)} (not the server's)")
     return "\n".join(lines)
 
 
@@ -192,7 +248,10 @@ def serve(args):
 
     from . import Playground
     from .ui import build_app
+    from .ui.memory import few_malloc_arenas
     from .ui.serving import launch_options
+
+    few_malloc_arenas()  # as app.py does
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,26 +267,28 @@ def main(argv=None) -> Tally:
     args = parse_args(argv)
     app = serve(args)
     memory = MemorySampler()
-    tally = Tally()
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing shared
     try:
-        with tempfile.TemporaryDirectory(prefix="loadtest-") as folder:
+        with tempfile.TemporaryDirectory(prefix="loadtest-") as folder, \
+                ProcessPoolExecutor(max_workers=1, mp_context=spawn) as users:
             files = make_inputs(folder)
+            before = memory.rss_now()
+            warm = Tally.from_dict(users.submit(run_users, app.local_url,
+                                                warm_up_args(args), files).result())
+            loaded = memory.rss_now()
             memory.start()
             start = time.monotonic()
-            deadline = start + args.max_seconds
-            users = [threading.Thread(target=user, args=(app.local_url, tally, args, files,
-                                                         deadline), name=f"loadtest-user-{i}")
-                     for i in range(args.users)]
-            for thread in users:
-                thread.start()
-            for thread in users:
-                thread.join()
+            outcome = users.submit(run_users, app.local_url, args, files).result()
             seconds = time.monotonic() - start
             memory.stop.set()
             memory.join()
     finally:
         app.close()
-    print(report(tally, memory, seconds, args))
+    tally = Tally.from_dict(outcome)
+    for message, count in warm.errors.items():
+        tally.errors[f"(warm-up) {message}"] += count
+    print(report(tally, memory, seconds, args, before=before, loaded=loaded,
+                 users_peak=outcome["peak_rss"]))
     return tally
 
 

@@ -234,7 +234,8 @@ def test_the_load_test_runs_and_counts(capsys):
                            "--tasks", "text_to_image,upscale", "--max-seconds", "120"])
     out = capsys.readouterr().out
     assert not tally.errors and len(tally.latencies) == 4
-    for figure in ("requests served: 4", "errors: 0", "p50", "p95", "peak"):
+    for figure in ("requests served: 4", "errors: 0", "p50", "p95", "peak",
+                   "server memory", "models loaded", "users' process memory"):
         assert figure in out, out
     with pytest.raises(SystemExit):
         loadtest.parse_args(["--requests", str(loadtest.MAX_REQUESTS + 1)])
