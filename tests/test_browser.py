@@ -1,8 +1,8 @@
 """The app in a real browser: Debian's chromium driven by Playwright, against the app
 served in this process with the starter models. Each tab generates (progress seen,
 picture fetched and checked by its pixels), a mask is painted, a box is drawn, Stop
-stops a run mid-way, closing the tab stops its run, "send to" carries a picture over,
-and the page logs no errors.
+stops a run mid-way, a closed tab drops its queued run and stops its running one, "send
+to" carries a picture over, and the page logs no errors.
 On failure, a screenshot of every tab goes to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
@@ -258,9 +258,20 @@ def test_bad_input_shows_the_core_message(page):
     assert "Traceback" not in toast.inner_text()
 
 
-def test_closing_the_tab_stops_its_run(browser, server, monkeypatch):
-    """A closed tab cancels its run: the sampling loop stops within moments, no result."""
-    runs = server[0].playground_runs
+
+def open_page(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server[1])
+    return context, page
+
+
+def test_closing_the_tab_drops_its_queued_run_and_stops_its_running_one(
+        browser, server, monkeypatch):
+    """Two tabs, one sampling slot: the waiting tab closes and its run never starts;
+    the sampling tab closes and its loop stops within moments, without a result."""
+    app, runs = server[0], server[0].playground_runs
     controls = []
 
     def start_and_remember(session, tab, control, start=runs.start):
@@ -268,25 +279,34 @@ def test_closing_the_tab_stops_its_run(browser, server, monkeypatch):
         start(session, tab, control)
 
     monkeypatch.setattr(runs, "start", start_and_remember)
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(server[1])
-    set_number(page, "t2i-steps", 150)
-    page.click("#t2i-generate")
-    page.wait_for_function(
+    sampling, sampling_page = open_page(browser, server)
+    waiting, waiting_page = open_page(browser, server)
+    for page in (sampling_page, waiting_page):
+        set_number(page, "t2i-steps", 150)
+    sampling_page.click("#t2i-generate")
+    sampling_page.wait_for_function(
         "() => /^Step ([3-9]|\\d\\d+)\\//.test("
         "document.querySelector('#t2i-status').innerText.trim())")
-    assert workers_of("t2i") and len(controls) == 1
+    waiting_page.click("#t2i-generate")
+    wait_for(lambda: len(app._queue) == 1, "the second run to wait in the queue")
+
+    waiting.close()
+    wait_for(lambda: len(app._queue) == 0, "the closed tab's run to leave the queue")
+    assert len(controls) == 1 and workers_of("t2i")
+
     steps = []
     reported = controls[0].on_progress
     controls[0].on_progress = lambda step, total: (steps.append(step), reported(step, total))
-    context.close()
-
-    deadline = time.monotonic() + 10
-    while workers_of("t2i") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not workers_of("t2i"), "the sampling loop kept running after the tab closed"
+    sampling.close()
+    wait_for(lambda: not workers_of("t2i"), "the sampling loop to stop")
     assert controls[0].cancelled, "the run ended without being cancelled"
-    assert runs.count() == 0
     assert not steps or steps[-1] < 150, f"the run sampled to the end: {steps[-1:]}"
+    time.sleep(0.5)
+    assert len(controls) == 1 and runs.count() == 0, "the closed tab's queued run started"
+
+
+def wait_for(condition, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.05)
