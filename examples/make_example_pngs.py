@@ -3,7 +3,8 @@ each carrying its settings (the `settings` JSON chunk and the AUTOMATIC1111
 `parameters` line). The app lists them under "Restore settings from a picture": click
 one (or drop it on the app) and its tab opens with its settings.
 
-    python examples/make_example_pngs.py            # writes examples/example_*.png
+    python examples/make_example_pngs.py            # writes examples/example_*.png and
+                                                    # examples/playground.ipynb (all four)
     python examples/make_example_pngs.py --check    # only checks the shipped ones
 
 Inpainting and super-resolution also need their input picture: the app's example
@@ -78,9 +79,14 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     pg = Playground(device="cpu")  # the examples are CPU pictures: see README, Reproducibility
     if not args.check:
-        for task, image in make_all(pg).items():
+        made = make_all(pg)
+        for task, image in made.items():
             save_png(image, HERE / f"example_{task}.png")
             print(f"wrote examples/example_{task}.png")
+        runs = [{"settings": image.info["settings"], "image": image, "inputs": inputs_of(task)}
+                for task, image in made.items()]
+        pg.export_notebook(runs, HERE / "playground.ipynb")
+        print("wrote examples/playground.ipynb")
     if not check(pg):
         sys.exit("some examples did not reproduce on this machine (see README, Reproducibility)")
 

@@ -24,3 +24,24 @@ def test_python_api_example_makes_four_pictures(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "same settings, same pixels: True" in printed
     assert "refused: steps must be" in printed
+
+
+def test_example_notebook_holds_the_four_example_pictures():
+    """examples/playground.ipynb (made with the example PNGs) is a valid notebook whose
+    embedded pictures are the example PNGs' pixels."""
+    import base64
+    import io
+
+    import nbformat
+    import numpy as np
+
+    notebook = nbformat.read(EXAMPLES / "playground.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    pictures = [Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))).convert("RGB")
+                for cell in notebook.cells if cell.cell_type == "code"
+                for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+    expected = [np.asarray(Image.open(EXAMPLES / f"example_{task}.png").convert("RGB"))
+                for task in ("text_to_image", "layout_to_image", "inpaint", "upscale")]
+    got = [np.asarray(p) for p in pictures]
+    for want in expected:
+        assert any(g.shape == want.shape and np.array_equal(g, want) for g in got)
