@@ -442,14 +442,15 @@ def architecture_table(pipes: dict) -> str:
         c = parameter_counts(pipe)
         lines.append(f"| {task} | `{type(pipe).__name__}` | {c['unet'] / 1e6:.2f} M | "
                      f"{c['text_encoder'] / 1e6:.2f} M | {c['vae'] / 1e6:.2f} M |")
-    return "\n".join(lines) + "\n\nThe text encoder, tokenizer and VAE are shared (stored once, in `weights/text2img/`)."
+    return "\n".join(lines) + ("\n\nThe text encoder, tokenizer and VAE are shared (stored once, in `weights/text2img/`); "
+                               "the upscaler has its own exactly rescaled copy of the VAE (see Training).")
 
 
 def training_table(weights: str = WEIGHTS) -> str:
     info = training_steps(weights)
     if not info:
         return "No `weights/training.json` found."
-    lines = ["| model | steps | time |", "|---|---|---|"]
+    lines = ["| model | steps | minutes (logged) |", "|---|---|---|"]
     times = info.get("minutes", info.get("times", {}))
     for task, steps in info.get("steps", {}).items():
         lines.append(f"| {task} | {steps} | {times.get(task, 'n/a')} |")

@@ -3,6 +3,9 @@
 # Each stage resumes from runs/<task>/state.safetensors, so rerunning continues training;
 # raise the minutes to train longer. Usage: bash playground/starter/train_all.sh [scale]
 # (scale multiplies every stage's minutes; on a CUDA machine the same commands use the GPU).
+# Every stage trains with offset noise (--offset-noise 0.1, the default). The shipped
+# weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Continuing
+# text2img after layout/inpaint exist needs --freeze-text (they use its text encoder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 s=${1:-1}
