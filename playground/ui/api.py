@@ -38,6 +38,15 @@ ENDPOINTS = ("text_to_image", "layout_to_image", "inpaint", "upscale")
 KEEP_RESULTS_S = 3600  # API results older than this are deleted (clients download at once)
 
 
+def register_endpoints(owner, names, *, concurrency_limit: int | None,
+                       concurrency_id: str = "sampling") -> None:
+    """Each `owner.<name>` becomes the named HTTP endpoint /<name>, sharing one
+    concurrency group with the sampling events."""
+    for name in names:
+        gr.api(getattr(owner, name), api_name=name, concurrency_limit=concurrency_limit,
+               concurrency_id=concurrency_id)
+
+
 class ApiEndpoints:
     """The four endpoint functions bound to one `Playground`; results are written as
     PNG files under `output_dir` (Gradio then serves them from its cache).
@@ -57,9 +66,8 @@ class ApiEndpoints:
 
     def register(self, *, concurrency_limit: int | None, concurrency_id: str = "sampling"):
         """Add the endpoints to the Blocks being built."""
-        for name in ENDPOINTS:
-            gr.api(getattr(self, name), api_name=name, concurrency_limit=concurrency_limit,
-                   concurrency_id=concurrency_id)
+        register_endpoints(self, ENDPOINTS, concurrency_limit=concurrency_limit,
+                           concurrency_id=concurrency_id)
 
     # ------------------------------------------------------------ the endpoints
 

@@ -18,11 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import gradio as gr
 from gradio.data_classes import FileData
 
 from .. import Playground
 from ..share.pngmeta import save_png
+from .api import register_endpoints
 from .common import call_core
 
 KEEP_RESULTS_S = 3600  # files older than this are deleted (clients download at once)
@@ -38,9 +38,8 @@ class CompareEndpoints:
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def register(self, *, concurrency_limit: int | None, concurrency_id: str = "sampling"):
-        for name in ("compare_grid", "export_notebook"):
-            gr.api(getattr(self, name), api_name=name, concurrency_limit=concurrency_limit,
-                   concurrency_id=concurrency_id)
+        register_endpoints(self, ("compare_grid", "export_notebook"), concurrency_limit=concurrency_limit,
+                           concurrency_id=concurrency_id)
 
     def compare_grid(self, prompt: str, x_axis: str, x_values: list,
                      y_axis: str | None = None, y_values: list | None = None,

@@ -18,12 +18,11 @@ import os
 import tempfile
 from pathlib import Path
 
-import gradio as gr
 from gradio.data_classes import FileData
 from PIL import Image
 
 from .. import Playground
-from .api import uploaded_picture
+from .api import register_endpoints, uploaded_picture
 from .common import call_core, settings_json
 
 ENDPOINTS = ("forward_noise", "denoise_trace", "attention_maps")
@@ -36,9 +35,8 @@ class LearnEndpoints:
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     def register(self, *, concurrency_limit: int | None, concurrency_id: str = "sampling"):
-        for name in ENDPOINTS:
-            gr.api(getattr(self, name), api_name=name, concurrency_limit=concurrency_limit,
-                   concurrency_id=concurrency_id)
+        register_endpoints(self, ENDPOINTS, concurrency_limit=concurrency_limit,
+                           concurrency_id=concurrency_id)
 
     def forward_noise(self, image: FileData, t: int, scheduler: str | None = None,
                       model: str = "starter", seed: int = 0) -> tuple[FileData, FileData, dict]:
