@@ -72,6 +72,25 @@ def test_a_consumer_that_goes_away_cancels_the_run(pg):
     assert runs.count() == 0
 
 
+def test_a_closed_session_cancels_its_runs_and_those_that_slip_out_of_the_queue(monkeypatch):
+    from playground.run import RunControl
+    from playground.ui import runs as runs_module
+    runs = ActiveRuns()
+    alice_t2i, alice_inpaint, bob = RunControl(), RunControl(), RunControl()
+    runs.start("alice", "t2i", alice_t2i)
+    runs.start("alice", "inpaint", alice_inpaint)
+    runs.start("bob", "t2i", bob)
+    assert runs.close_session("alice") == 2
+    assert alice_t2i.cancelled and alice_inpaint.cancelled and not bob.cancelled
+    late = RunControl()  # queued before the close, handed a worker just after it
+    runs.start("alice", "upscale", late)
+    assert late.cancelled
+    monkeypatch.setattr(runs_module, "CLOSED_SESSION_GRACE_S", 0.0)
+    after_reconnect = RunControl()  # the same session back after a connection blip
+    runs.start("alice", "t2i", after_reconnect)
+    assert not after_reconnect.cancelled
+
+
 def test_core_errors_come_out_of_the_stream(pg):
     call = lambda control: pg.text_to_image("a red circle", steps=0, control=control)  # noqa: E731
     with pytest.raises(BadInput, match="steps must be between 1 and 150"):

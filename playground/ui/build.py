@@ -10,6 +10,7 @@ from . import history, inpaint, layout_to_image, sharing, text_to_image, upscale
 from .api import ApiEndpoints
 from . import compare, compare_api
 from . import learn, learn_api
+from .common import session_of
 from .runs import ActiveRuns
 
 TITLE = "The diffusion playground"
@@ -63,11 +64,29 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
             concurrency_limit=concurrency_limit)
         learn_api.LearnEndpoints(pg, api.output_dir).register(
             concurrency_limit=concurrency_limit)
+        cancel_work_of_closed_tabs(app, runs)
     app.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     app.playground_runs = runs  # for tests and monitoring: the runs in flight
     app.playground_output_dir = api.output_dir  # served: see serving.launch_options
     app.playground_css = upscale.CSS  # given to launch(): see serving.launch_options
     return app
+
+
+def cancel_work_of_closed_tabs(app: gr.Blocks, runs: ActiveRuns) -> None:
+    """When a browser tab closes, its runs stop and its queued requests leave the queue.
+
+    Gradio drops a closed tab's queued events only when that tab's event stream notices
+    the disconnect, which can take until its next 15 s heartbeat, or never if the event
+    is handed a worker first. Its unload event comes from the page's own heartbeat
+    connection as soon as the tab goes, so the work is cancelled here as well."""
+    async def on_tab_closed(request: gr.Request):
+        session = session_of(request)
+        runs.close_session(session)
+        queue = getattr(app, "_queue", None)  # Gradio's own queue: no public handle
+        if queue is not None and session != "local":
+            await queue.clean_events(session_hash=session)
+
+    app.unload(on_tab_closed)
 
 
 def wire_send_to(tabs: gr.Tabs, t2i, layout, paint, up) -> None:

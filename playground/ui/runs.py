@@ -34,12 +34,20 @@ class Step:
     result: Any = None
 
 
+# A run of a session that closed this recently is cancelled as it starts: it was queued
+# before the close and slipped out of the queue as the close was being handled. Later
+# runs are let through, because a browser whose connection blipped reconnects with the
+# same session.
+CLOSED_SESSION_GRACE_S = 10.0
+
+
 class ActiveRuns:
     """The `RunControl` of the run each (browser session, tab) has in flight."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._controls: dict[tuple[str, str], RunControl] = {}
+        self._closed_at: dict[str, float] = {}
 
     def start(self, session: str, tab: str, control: RunControl) -> None:
         with self._lock:
@@ -47,6 +55,22 @@ class ActiveRuns:
             if previous is not None:
                 previous.cancel()  # one run per session and tab
             self._controls[(session, tab)] = control
+            closed_at = self._closed_at.get(session)
+        if closed_at is not None and time.monotonic() - closed_at < CLOSED_SESSION_GRACE_S:
+            control.cancel()  # its browser tab is gone: stop at the first step
+
+    def close_session(self, session: str) -> int:
+        """The browser tab of `session` closed: cancel its runs on every tab, and those
+        that start in the next moments. Returns how many runs were cancelled."""
+        now = time.monotonic()
+        with self._lock:
+            self._closed_at = {s: t for s, t in self._closed_at.items()
+                               if now - t < CLOSED_SESSION_GRACE_S}
+            self._closed_at[session] = now
+            controls = [c for (s, _), c in self._controls.items() if s == session]
+        for control in controls:
+            control.cancel()
+        return len(controls)
 
     def finish(self, session: str, tab: str, control: RunControl) -> None:
         with self._lock:
