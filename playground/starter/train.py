@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from . import models
+from . import attention_loss, models
 from .captions import caption, layout_phrase
 from PIL import Image
 
@@ -317,10 +317,24 @@ def train_text2img(args, device):
         te.load_state_dict(emas["text"].shadow)
         te.requires_grad_(False)
 
+    recorder = attention_loss.record_cross_attention(unet) if args.attention_loss else None
+    attention_losses = []
+
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
-        cond = te(tokens(tok, captions_for([scenes[i] for i in idx], rng), device))[0]
-        return diffusion_loss(unet, sched, lat[idx].to(device), cond)
+        texts = captions_for([scenes[i] for i in idx], rng)
+        cond = te(tokens(tok, texts, device))[0]
+        if recorder is None:
+            return diffusion_loss(unet, sched, lat[idx].to(device), cond)
+        recorder.records.clear()
+        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond)
+        boxes, valid = attention_loss.token_targets(tok, texts, [scenes[i] for i in idx],
+                                                    cond.shape[1])
+        outside = attention_loss.outside_box_loss(recorder.records, boxes, valid)
+        attention_losses.append(outside.item())
+        if (step + 1) % 50 == 0:
+            log("text2img", f"attention outside the boxes {np.mean(attention_losses[-50:]):.3f}")
+        return loss + args.attention_loss * outside
 
     loop.run(loss_fn)
 
@@ -638,6 +652,9 @@ def main(argv=None):
     ap.add_argument("--cache-up", type=int, default=1500, help="256 px scene crops cached for the upscaler")
     ap.add_argument("--freeze-text", action="store_true",
                     help="text2img: keep the text encoder fixed (once other models use it)")
+    ap.add_argument("--attention-loss", type=float, default=0.0,
+                    help="text2img: weight of the loss keeping each object's words' "
+                         "cross-attention inside its box (see attention_loss.py)")
     ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
                     help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--device", default="auto")

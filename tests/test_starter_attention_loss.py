@@ -1,0 +1,80 @@
+"""The text2img training loss that keeps each object's words' cross-attention inside
+that object's box: which words belong to which object, box coverage on a grid, the loss
+itself, and a recording processor that computes exactly what diffusers' does."""
+import random
+
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor
+
+from playground.starter import attention_loss as al
+from playground.starter.captions import SHAPE_WORDS, SIZE_WORDS, caption
+from playground.starter.models import build_tokenizer
+from playground.starter.world import COLOURS, random_scene
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def test_every_caption_gives_one_word_group_per_object_with_its_words(tokenizer):
+    rng = random.Random(3)
+    for _ in range(500):
+        scene = random_scene(rng)
+        words = tokenizer.tokenize(caption(scene, rng))
+        groups = al.object_word_positions(words)
+        assert len(groups) == len(scene.objects), words
+        for group, obj in zip(groups, scene.objects):
+            named = [words[i] for i in group]
+            assert any(w in SHAPE_WORDS[obj.shape] for w in named), (words, named)
+            assert all(w == obj.colour for w in named if w in COLOURS), (words, named)
+            sizes = [w for w in named if w in al.SIZE_WORD_SET]
+            assert all(w in SIZE_WORDS[obj.size] for w in sizes), (words, named)
+            assert not {"a", "the", "in", "on", "at"} & set(named)
+
+
+def test_background_and_relation_words_belong_to_no_object(tokenizer):
+    words = tokenizer.tokenize("a red circle above a blue square on a green background")
+    named = [[words[i] for i in g] for g in al.object_word_positions(words)]
+    assert named == [["red", "circle"], ["blue", "square"]]
+    words = tokenizer.tokenize("a big yellow triangle in the bottom left")
+    assert [[words[i] for i in g] for g in al.object_word_positions(words)] == [
+        ["big", "yellow", "triangle", "bottom", "left"]]
+
+
+@pytest.mark.parametrize("n", [4, 8, 16])
+def test_box_coverage_adds_up_to_the_box_area(n):
+    box = (0.1, 0.05, 0.63, 0.5)
+    cover = al.box_coverage(box, n)
+    assert cover.shape == (n, n) and cover.min() >= 0 and cover.max() <= 1
+    assert float(cover.sum()) / n ** 2 == pytest.approx(0.53 * 0.45, rel=1e-5)
+
+
+def test_the_loss_is_the_share_of_attention_outside_the_box(tokenizer):
+    from playground.starter.world import Obj, Scene
+    scene = Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))])
+    boxes, valid = al.token_targets(tokenizer, ["a red circle in the top left"], [scene], 77)
+    assert valid[0].nonzero().flatten().tolist() == [2, 3, 6, 7]  # red circle top left
+    inside = al.box_coverage((0.0, 0.0, 0.5, 0.5), 8).flatten()
+    focused = torch.zeros(1, 64, 77)
+    focused[0, :, :] = inside[:, None]          # every token's mass in the box
+    uniform = torch.full((1, 64, 77), 1 / 77)   # mass spread evenly
+    assert float(al.outside_box_loss([focused], boxes, valid)) == pytest.approx(0, abs=1e-6)
+    assert float(al.outside_box_loss([uniform], boxes, valid)) == pytest.approx(0.75, abs=1e-6)
+    nothing = torch.zeros(1, 77)
+    assert float(al.outside_box_loss([uniform], boxes, nothing)) == 0
+
+
+def test_recording_processor_computes_what_diffusers_does_and_keeps_gradients():
+    torch.manual_seed(0)
+    layer = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4)
+    hidden, text = torch.randn(3, 8, 4, 4), torch.randn(3, 5, 6)
+    recorder = al.RecordingCrossAttention()
+    out = recorder(layer, hidden, text)
+    assert torch.allclose(out, AttnProcessor()(layer, hidden, text), atol=1e-6)
+    (probs,) = recorder.records
+    assert probs.shape == (3, 16, 5)
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 16), atol=1e-6)
+    probs[:, :, 0].sum().backward()
+    assert layer.to_q.weight.grad is not None and layer.to_q.weight.grad.abs().sum() > 0
