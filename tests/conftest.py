@@ -114,3 +114,11 @@ def starter():
     from playground import Playground
 
     return Playground(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def judge():
+    """The Shapes judge (reads background and objects from a picture)."""
+    from playground.starter.judge import Judge
+
+    return Judge.load()

@@ -2,20 +2,13 @@
 import os
 import random
 
-import pytest
 import torch
 
 from playground.starter import judge as judge_mod
-from playground.starter.judge import Judge, accuracy, augment, to_batch
+from playground.starter.judge import accuracy, augment, to_batch
 from playground.starter.world import BASE, CELLS, COLOURS, SHAPES, SIZE_NAMES, Obj, Scene, random_scene, render
 
 FRESH_SEED = 31_337  # neither the training seeds nor the eval seed
-
-
-@pytest.fixture(scope="module")
-def judge():
-    torch.set_num_threads(1)
-    return Judge.load()
 
 
 def test_weights_are_small_safetensors():

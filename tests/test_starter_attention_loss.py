@@ -66,14 +66,15 @@ def test_the_loss_is_the_share_of_attention_outside_the_box(tokenizer):
     assert float(al.outside_box_loss([uniform], boxes, nothing)) == 0
 
 
-def test_recording_processor_computes_what_diffusers_does_and_keeps_gradients():
+def test_recorded_weights_are_diffusers_attention_with_gradients():
+    from playground.teach.attention import RecordingCrossAttention
     torch.manual_seed(0)
     layer = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4)
     hidden, text = torch.randn(3, 8, 4, 4), torch.randn(3, 5, 6)
-    recorder = al.RecordingCrossAttention()
-    out = recorder(layer, hidden, text)
+    records = al.AttentionRecords()
+    out = RecordingCrossAttention(records)(layer, hidden, text)
     assert torch.allclose(out, AttnProcessor()(layer, hidden, text), atol=1e-6)
-    (probs,) = recorder.records
+    (probs,) = records.records
     assert probs.shape == (3, 16, 5)
     assert torch.allclose(probs.sum(-1), torch.ones(3, 16), atol=1e-6)
     probs[:, :, 0].sum().backward()

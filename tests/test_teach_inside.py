@@ -140,6 +140,31 @@ def test_attention_maps_on_the_starter(starter):
     assert trace.pixel_difference(same, result.image) <= 1
 
 
+# Prompts and seeds for which the starter model draws the asked colour (checked by the
+# judge in the test): the maps are measured against the object really drawn.
+COLOUR_WORD_CASES = [("a large red circle in the top left", "red", 1),
+                     ("a large blue square in the bottom right", "blue", 1),
+                     ("a big green square in the middle", "green", 2)]
+COLOUR_WORD_CONCENTRATION = 1.5  # attention density in the box / the picture's mean
+
+
+@pytest.mark.parametrize("prompt,colour,seed", COLOUR_WORD_CASES)
+def test_the_colour_words_attention_falls_on_the_object(starter, judge, prompt, colour, seed):
+    """The colour word's map, measured against the judge's box of the object drawn in
+    that colour: its mass per pixel inside the box is well above its mean over the
+    picture (1.0 would be a flat map)."""
+    from playground.starter.attention_loss import box_coverage
+
+    result = starter.attention_maps(prompt, steps=10, seed=seed)
+    drawn = [o for o in judge.read(result.image)["objects"] if o["colour"] == colour]
+    assert drawn, f"no {colour} object drawn for {prompt!r}, seed {seed}"
+    inside = box_coverage(drawn[0]["box"], 16).numpy()
+    weights = result.maps[result.tokens.index(colour)]
+    concentration = float((weights * inside).sum() / inside.mean())
+    assert concentration >= COLOUR_WORD_CONCENTRATION, (
+        f"{colour!r}: {concentration:.2f} times its mean density inside the object's box")
+
+
 # ---------------------------------------------------------------- show the code
 
 def test_show_code_script_makes_the_same_pixels(starter, tmp_path):

@@ -93,44 +93,27 @@ def coverage_maps(boxes: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Ten
     return out
 
 
-class RecordingCrossAttention:
-    """The plain attention computation (gradients kept), remembering each layer's
-    head-averaged attention weights (batch, pixels, tokens) for the loss."""
+class AttentionRecords:
+    """Each cross-attention layer's head-averaged weights (batch, pixels, tokens) of one
+    forward pass, gradients kept; read through teach.attention's explicit processor."""
 
     def __init__(self):
         self.records: list[torch.Tensor] = []
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, *args, **kwargs):
-        residual = hidden_states
-        four_d = hidden_states.ndim == 4
-        if four_d:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch, tokens, _ = encoder_hidden_states.shape
-        attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
-        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
-        probs = attn.get_attention_scores(query, key, attention_mask)
-        self.records.append(probs.view(batch, attn.heads, *probs.shape[1:]).mean(1))
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if four_d:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+    def recording(self) -> bool:
+        return True
+
+    def add(self, probs: torch.Tensor, batch: int, heads: int) -> None:
+        self.records.append(probs.view(batch, heads, *probs.shape[1:]).mean(1))
 
 
-def record_cross_attention(unet) -> RecordingCrossAttention:
+def record_cross_attention(unet) -> AttentionRecords:
     """Set a recorder on every cross-attention layer of `unet` (training copy only)."""
-    recorder = RecordingCrossAttention()
-    unet.set_attn_processor({name: recorder if name.endswith("attn2.processor") else p
-                             for name, p in unet.attn_processors.items()})
-    return recorder
+    from ..teach.attention import with_recording_processors
+
+    records = AttentionRecords()
+    with_recording_processors(unet, records)
+    return records
 
 
 def outside_box_loss(records: list[torch.Tensor], boxes: torch.Tensor,

@@ -3,7 +3,8 @@
 # Each stage resumes from runs/<task>/state.safetensors, so rerunning continues training;
 # raise the minutes to train longer. Usage: bash playground/starter/train_all.sh [scale]
 # (scale multiplies every stage's minutes; on a CUDA machine the same commands use the GPU).
-# Every stage trains with offset noise (--offset-noise 0.1, the default). The shipped
+# Every stage trains with offset noise (--offset-noise 0.1, the default); text2img also
+# keeps each object's words' cross-attention inside its box (--attention-loss 0.01). The shipped
 # weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Continuing
 # text2img after layout/inpaint exist needs --freeze-text (they use its text encoder).
 set -euo pipefail
@@ -13,7 +14,7 @@ m() { python -c "print($1 * $s)"; }
 export OMP_WAIT_POLICY=PASSIVE
 T="python -m playground.starter.train"
 $T vae      --minutes "$(m 18)" --batch 32 --crop 32
-$T text2img --minutes "$(m 70)" --batch 32
+$T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01
 $T layout   --minutes "$(m 30)" --batch 32 &
 $T inpaint  --minutes "$(m 30)" --batch 32 --threads 1
 wait

@@ -71,9 +71,11 @@ class MapCollector:
 
 
 class RecordingCrossAttention:
-    """The plain attention computation, written out so the weights can be read."""
+    """The plain attention computation, written out so the weights can be read. The
+    collector is asked `recording()` and handed `add(probs, batch, heads)`; the starter
+    training's attention loss uses the same processor (starter/attention_loss.py)."""
 
-    def __init__(self, collector: MapCollector):
+    def __init__(self, collector):
         self.collector = collector
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None,
@@ -113,7 +115,7 @@ def unet_sharing_weights(unet):
     return copy.deepcopy(unet, memo)
 
 
-def with_recording_processors(unet, collector: MapCollector):
+def with_recording_processors(unet, collector):
     """Cross-attention layers ("attn2") get the recording processor; the others keep theirs."""
     processors = {}
     for name, processor in unet.attn_processors.items():
