@@ -170,6 +170,26 @@ def test_a_cancelled_api_job_stops_sampling(client, faulty_app):
     assert picture.std() > 1
 
 
+def test_a_closed_tabs_unload_event_stops_its_runs_and_no_one_elses(faulty_app):
+    """What Gradio calls when a browser tab's heartbeat connection goes (the browser test
+    closes real tabs): that session's runs are cancelled, another session's are not."""
+    import asyncio
+
+    import gradio as gr
+
+    app, runs = faulty_app[0], faulty_app[0].playground_runs
+    (on_close,) = [fn.fn for fn in app.fns.values() if any(t[1] == "unload" for t in fn.targets)]
+    closing, other = RunControl(), RunControl()
+    runs.start("closing-tab", "t2i", closing)
+    runs.start("other-tab", "t2i", other)
+    try:
+        asyncio.run(on_close(gr.Request(session_hash="closing-tab")))
+        assert closing.cancelled and not other.cancelled
+    finally:
+        runs.finish("closing-tab", "t2i", closing)
+        runs.finish("other-tab", "t2i", other)
+
+
 # ---------------------------------------------------------------- many users
 
 def test_concurrent_api_users_get_what_they_would_get_alone(client, faulty_app):
