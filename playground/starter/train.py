@@ -8,7 +8,8 @@
     python -m playground.starter.train export                  # fp16 diffusers folders
 
 State (weights, EMA, optimiser, step) lives in runs/<task>/state.safetensors and is
-saved every few minutes, so a killed run resumes where it stopped. Progress and loss go
+saved every few minutes, so a killed run resumes where it stopped; `kill <pid>` (SIGTERM)
+ends a run after its current step with the state saved. Progress and loss go
 to stdout and runs/<task>/log.txt. On a CUDA machine the same commands use the GPU.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -125,7 +127,10 @@ class Loop:
 
     def run(self, loss_fn):
         args, t0, last_save, losses = self.args, time.time(), time.time(), []
-        while self.step < args.max_steps and time.time() - t0 < args.minutes * 60:
+        stop_asked = []  # `kill <pid>` ends the run after this step, with its state saved
+        signal.signal(signal.SIGTERM, lambda *_: stop_asked.append(True))
+        while (self.step < args.max_steps and time.time() - t0 < args.minutes * 60
+               and not stop_asked):
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(self.step, args.lr)
             loss = loss_fn(self.step)
