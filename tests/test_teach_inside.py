@@ -156,14 +156,13 @@ def test_the_colour_words_attention_falls_on_the_object(starter, judge, prompt, 
     """The colour word's map, measured against the judge's box of the object drawn in
     that colour: its mass per pixel inside the box is well above its mean over the
     picture (1.0 would be a flat map)."""
-    from playground.starter.attention_loss import box_coverage
+    from playground.starter.probe_attention import concentration as in_box_density
 
     result = starter.attention_maps(prompt, steps=10, seed=seed)
     drawn = [o for o in judge.read(result.image)["objects"] if o["colour"] == colour]
     assert drawn, f"no {colour} object drawn for {prompt!r}, seed {seed}"
-    inside = box_coverage(drawn[0]["box"], 16).numpy()
     weights = result.maps[result.tokens.index(colour)]
-    concentration = float((weights * inside).sum() / inside.mean())
+    concentration = in_box_density(weights, drawn[0]["box"])
     assert concentration >= COLOUR_WORD_CONCENTRATION, (
         f"{colour!r}: {concentration:.2f} times its mean density inside the object's box")
 

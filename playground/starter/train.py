@@ -327,14 +327,15 @@ def train_text2img(args, device):
 
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
-        texts = captions_for([scenes[i] for i in idx], rng)
+        batch_scenes = [scenes[i] for i in idx]
+        texts = captions_for(batch_scenes, rng)
         cond = te(tokens(tok, texts, device))[0]
-        if recorder is None:
-            return diffusion_loss(unet, sched, lat[idx].to(device), cond)
-        recorder.records.clear()
+        if recorder is not None:
+            recorder.records.clear()
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond)
-        boxes, valid = attention_loss.token_targets(tok, texts, [scenes[i] for i in idx],
-                                                    cond.shape[1])
+        if recorder is None:
+            return loss
+        boxes, valid = attention_loss.token_targets(tok, texts, batch_scenes, cond.shape[1])
         outside = attention_loss.outside_box_loss(recorder.records, boxes, valid)
         attention_losses.append(outside.item())
         if (step + 1) % 50 == 0:
