@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from playground import Playground, PlaygroundError, Registry
 from playground.ui import build_app
 from playground.ui.memory import few_malloc_arenas
@@ -35,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="weights' precision (default: float16 on GPUs, float32 on CPU)")
     p.add_argument("--memory-budget-gb", type=float, metavar="GB",
                    help="most GB of model weights kept loaded (least recently used go first)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per sampling run (default: torch's choice, one per core; "
+                   "1 is faster for the small starter models, see README's Benchmark)")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="sampling runs at once (default 1, right for a CPU)")
     p.add_argument("--max-queue", type=int, default=32, metavar="N",
@@ -66,6 +71,10 @@ def logins(args) -> list[tuple[str, str]]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     few_malloc_arenas()  # before the server's threads: keeps its memory flat under load
+    if args.threads is not None:
+        if args.threads < 1:
+            sys.exit(f"app.py: error: --threads must be 1 or more, got {args.threads}")
+        torch.set_num_threads(args.threads)
     try:
         pg = make_playground(args)
         users = logins(args)

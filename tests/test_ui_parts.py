@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import app as app_module
@@ -174,6 +175,29 @@ def test_main_builds_the_app_and_warns_when_shared_without_login(monkeypatch, ca
     assert launched["server_name"] == "127.0.0.1" and launched["root_path"] == "/pg"
     assert launched["auth"] is None and launched["allowed_paths"] and len(
         launched["allowed_paths"]) == 1
+
+
+def test_threads_flag_sets_torchs_cpu_threads(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(app_module, "build_app", lambda pg, **kwargs: _NoLaunch())
+    try:
+        app_module.main(["--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exit_:
+        app_module.main(["--threads", "0"])
+    assert "--threads must be 1 or more" in str(exit_.value)
+
+
+class _NoLaunch:
+    playground_output_dir = "."
+
+    def launch(self, **options):
+        pass
+
+    def block_thread(self):
+        pass
 
 
 def test_bad_flags_exit_with_a_message(capsys):
