@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from playground.starter import evaluate as ev
-from playground.starter.world import Obj, Scene, render
+from playground.starter.world import PALETTE, Obj, Scene, render
 
 
 def noisy(img: Image.Image, std: float, seed: int = 0) -> Image.Image:
@@ -62,6 +62,18 @@ def test_blending_back_leaves_the_outside_unchanged():
     assert (np.asarray(blended)[inside] == np.asarray(result)[inside]).all()
 
 
+def test_the_vae_round_trip_is_close_but_not_exact():
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(f"{ev.WEIGHTS}/upscale/vae", torch_dtype=torch.float32)
+    truth = render(Scene("white", [Obj("blue", "triangle", (0.2, 0.1, 0.7, 0.6))]), 256)
+    back = ev.vae_round_trip(vae, truth)
+    assert back.size == truth.size
+    assert 25 < ev.psnr(back, truth) < 60, "the starter VAE loses a little at the edges"
+    inside = np.asarray(back)[100, 115].astype(int)  # well inside the triangle
+    assert np.abs(inside - np.array(PALETTE["blue"])).max() <= 12
+
+
 def test_held_out_sets_are_fixed():
     first, again = ev.text_cases("two", 5, 2), ev.text_cases("two", 5, 2)
     assert [c.prompt for c in first] == [c.prompt for c in again]
@@ -80,6 +92,7 @@ def test_quick_run_updates_a_card(tmp_path):
     text = card.read_text()
     assert "(written by" not in text
     assert "| text-to-image | single: colour |" in text and "| super-resolution | PSNR bicubic (dB) |" in text
+    assert "| super-resolution | PSNR VAE round trip, the model's ceiling (dB) |" in text
     pictures = list((tmp_path / "card").glob("*.png"))
     assert pictures and all(f"card/{p.name}" in text for p in pictures)
     ev.main(["--quick", "--card", str(card)])  # a rerun replaces the figures rather than adding them
