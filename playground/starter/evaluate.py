@@ -331,7 +331,8 @@ def eval_inpaint(pipe, judge: Judge, n: int) -> tuple[dict, list]:
 
 @torch.no_grad()
 def vae_round_trip(vae, img: Image.Image) -> Image.Image:
-    """`img` encoded and decoded by `vae`: the best any latent upscaler decoding with it can do."""
+    """`img` encoded and decoded by `vae`: about the best a latent upscaler decoding with this
+    VAE can do (its latents are the encoder's own reading of the true picture)."""
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
     x = x.to(vae.device, vae.dtype)
     y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
