@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from . import judge as judge_mod
 from .captions import caption, layout_phrase, parse
 from .judge import Judge, iou
-from .world import BASE, CELLS, COLOURS, PALETTE, SHAPES, SIZES, Obj, Scene, cell_bounds, random_scene, render
+from .world import BASE, CELLS, COLOURS, SHAPES, SIZES, Obj, Scene, cell_bounds, random_scene, render
 
 HERE = os.path.dirname(__file__)
 WEIGHTS = os.path.join(HERE, "weights")
