@@ -333,10 +333,11 @@ def eval_inpaint(pipe, judge: Judge, n: int) -> tuple[dict, list]:
 def vae_round_trip(vae, img: Image.Image) -> Image.Image:
     """`img` encoded and decoded by `vae`: about the best a latent upscaler decoding with this
     VAE can do (its latents are the encoder's own reading of the true picture)."""
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-    x = x.to(vae.device, vae.dtype)
-    y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-    return Image.fromarray(((y[0].float().permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8))
+    from ..teach.forward import unit_range_to_picture
+    from .train import to_tensor
+
+    x = to_tensor(img)[None].to(vae.device, vae.dtype)
+    return unit_range_to_picture(vae.decode(vae.encode(x).latent_dist.mode()).sample[0].float().cpu())
 
 
 def eval_upscale(pipe, n: int) -> tuple[dict, list]:
