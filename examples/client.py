@@ -42,8 +42,7 @@ def main(argv=None) -> dict:
 
     client = Client(args.url, verbose=False)
     requests = {
-        "text_to_image": dict(prompt="a red circle", scheduler="DPM++ 2M", guidance=7.5,
-                              seed=1),
+        "text_to_image": dict(prompt="a red circle", scheduler="DPM++ 2M", seed=1),
         "layout_to_image": dict(prompt="a red circle and a blue square",
                                 phrases=["a red circle", "a blue square"],
                                 boxes=[[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]],

@@ -85,7 +85,7 @@ class Playground:
     # ------------------------------------------------------------------ the four tasks
 
     def text_to_image(self, prompt: str, negative_prompt: str = "", model: str = "starter",
-                      scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                      scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       num_images: int = 1, control: RunControl | None = None):
         """Make a picture from a caption.
@@ -98,7 +98,8 @@ class Playground:
             scheduler: a name from `schedulers(model, "text_to_image")`; None = the
                 model's default.
             steps: denoising steps, 1..150.
-            guidance: classifier-free guidance scale, 0..30 (<= 1 turns it off).
+            guidance: classifier-free guidance scale, 0..30 (<= 1 turns it off); None =
+                the model's default (`defaults(model, task)["guidance"]`).
             seed: 0..2**32-1, or -1 for a random one (the one used is in the settings).
             width, height: pixels; None = the model's native size. Sizes that are not a
                 multiple of 8 are rounded down (and the warnings say so).
@@ -115,7 +116,7 @@ class Playground:
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",
-                        scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                        scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                         seed: int = -1, control: RunControl | None = None):
         """Make a picture with given objects in given boxes (GLIGEN).
 
@@ -137,7 +138,7 @@ class Playground:
 
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int = 20,
-                guidance: float = 7.5, strength: float = 1.0, seed: int = -1,
+                guidance: float | None = None, strength: float = 1.0, seed: int = -1,
                 control: RunControl | None = None):
         """Repaint the masked part of a picture.
 
@@ -160,7 +161,7 @@ class Playground:
 
     def upscale(self, image, prompt: str = "", negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int = 20,
-                guidance: float = 7.5, noise_level: int = 20, seed: int = -1,
+                guidance: float | None = None, noise_level: int = 20, seed: int = -1,
                 control: RunControl | None = None):
         """Make a picture 4 times larger (x4 super-resolution).
 

@@ -68,8 +68,15 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+/-]{0,99}$")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64)}
+# The starter models' default guidance, measured with `python -m playground.starter.evaluate
+# --tasks T --guidance G` (MODEL_CARD.md, "Guidance"): text-to-image draws shapes better below
+# 7.5; the upscaler scores the same at every guidance (it was trained without captions), so
+# 1 (no unconditional pass) makes it twice as fast.
+STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64),
+                   "guidance": {"text_to_image": 3.0, "layout_to_image": 7.5, "inpaint": 3.0,
+                                "upscale": 1.0}}
 DEFAULT_MAX_BOXES = 30  # what diffusers' GLIGEN pipeline takes
+DEFAULT_GUIDANCE = 7.5  # diffusers' default for the text-guided pipelines
 
 
 # ---------------------------------------------------------------- entries
@@ -92,7 +99,8 @@ class ModelEntry:
     """A named model: per task, where its pipeline comes from.
 
     dtype/device: None = the registry's choice. options: max_boxes (layout),
-    upscale_input_size ((w, h) the upscaler's input is resized to, or None)."""
+    upscale_input_size ((w, h) the upscaler's input is resized to, or None), guidance
+    (the default guidance scale: one number, or {task: number})."""
     name: str
     sources: dict[str, Source]
     dtype: str | None = None
@@ -128,6 +136,8 @@ def make_entry(name: str | None, source: str, tasks=None, revision: str | None =
         raise BadInput(f"unknown dtype {dtype!r}; use one of: float32, float16, bfloat16")
     if device is not None and not re.match(r"^(cpu|mps|cuda(:\d+)?)$", device):
         raise BadInput(f"unknown device {device!r}; use cpu, mps, cuda or cuda:N")
+    if "guidance" in options:
+        options["guidance"] = _checked_guidance_option(options["guidance"])
     if source == "starter":
         entry = starter_entry()
         if name:
@@ -154,6 +164,28 @@ def make_entry(name: str | None, source: str, tasks=None, revision: str | None =
     if not MODEL_NAME.match(name):
         raise BadInput(f"model name {name!r} may hold letters, digits, space and ._+/- only")
     return ModelEntry(name, {t: src for t in tasks}, dtype, device, options)
+
+
+def _checked_guidance_option(value):
+    """A default guidance: one number for every task, or {task: number}."""
+    from .tasks.checks import GUIDANCE_RANGE
+    low, high = GUIDANCE_RANGE
+    per_task = value if isinstance(value, dict) else {None: value}
+    checked = {}
+    for task, scale in per_task.items():
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not low <= scale <= high:
+            raise BadInput(f"default guidance must be a number from {low} to {high}, got {scale!r}")
+        checked[None if task is None else task_name(task)] = float(scale)
+    return checked[None] if None in checked else checked
+
+
+def default_guidance(entry: ModelEntry, task: str) -> float:
+    """`entry`'s default guidance scale for `task`: its `guidance` option, else 7.5 (the
+    diffusers pipelines' own default)."""
+    option = entry.options.get("guidance")
+    if isinstance(option, dict):
+        return float(option.get(task, DEFAULT_GUIDANCE))
+    return DEFAULT_GUIDANCE if option is None else float(option)
 
 
 def _tasks_of_source(src: Source) -> tuple[str, ...]:
@@ -194,14 +226,19 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
     for option in options:
         key, sep, value = option.partition("=")
         key = key.strip()
-        if not sep or key not in ("tasks", "revision", "dtype", "device", "max_boxes"):
+        if not sep or key not in ("tasks", "revision", "dtype", "device", "max_boxes", "guidance"):
             raise BadInput(f"bad model option {option!r} in {flag!r}; options are "
-                           "tasks=, revision=, dtype=, device=, max_boxes=")
+                           "tasks=, revision=, dtype=, device=, max_boxes=, guidance=")
         kwargs[key] = value.strip()
     if "tasks" in kwargs:
         kwargs["tasks"] = [t for t in kwargs["tasks"].split(",") if t.strip()]
     if "max_boxes" in kwargs:
         kwargs["max_boxes"] = int(kwargs["max_boxes"])
+    if "guidance" in kwargs:
+        try:
+            kwargs["guidance"] = float(kwargs["guidance"])
+        except ValueError:
+            raise BadInput(f"guidance= in {flag!r} must be a number, e.g. guidance=5") from None
     if not source.strip():
         raise BadInput(f"model flag {flag!r} names no source")
     return make_entry(name.strip() or None, source.strip(), base_dir=base_dir, **kwargs)
@@ -218,6 +255,7 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
         source = "stable-diffusion-v1-5/stable-diffusion-v1-5"
         tasks = ["text_to_image"]          # optional
         revision = "main"                  # optional; also dtype, device, max_boxes
+        guidance = 7.5                     # optional default; or {text_to_image = 7.5, ...}
 
         [[models]]
         name = "sd15"                       # same name again: adds tasks from another source
@@ -237,7 +275,7 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
     except (OSError, ValueError) as e:
         raise BadInput(f"cannot read models file {path}: {e}") from None
     base = os.path.dirname(os.path.abspath(path))
-    known = {"name", "source", "tasks", "revision", "dtype", "device", "max_boxes"}
+    known = {"name", "source", "tasks", "revision", "dtype", "device", "max_boxes", "guidance"}
     merged: dict[str, ModelEntry] = {}
     for item in data.get("models", []):
         unknown = set(item) - known
@@ -379,7 +417,8 @@ class Registry:
         vae_factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
         native = unet.get("sample_size", 64) * vae_factor
         out = {"scheduler": schedulers.name_of(self.scheduler_config(model, task)),
-               "steps": 20, "guidance": 7.5, "width": native, "height": native,
+               "steps": 20, "guidance": default_guidance(entry, task),
+               "width": native, "height": native,
                # beyond 4x its native size a model only gets slow and incoherent
                "size_multiple": 8, "max_side": min(2048, 4 * native), "steps_range": (1, 150),
                "guidance_range": (0.0, 30.0)}

@@ -15,6 +15,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from app_server import shared_app
+from playground import Registry
 from playground.ui.examples import example_picture
 
 STEPS = 3  # mechanics, not picture quality: few steps keep the suite fast
@@ -92,6 +93,8 @@ def test_endpoint_returns_png_and_settings(client, pictures, task):
     assert settings["task"] == task and settings["model"] == "starter"
     assert settings["steps"] == STEPS and settings["seed"] == 7
     assert settings["scheduler"] and settings["seconds"] > 0
+    # no guidance in the request: the model's own default is used and reported
+    assert settings["guidance"] == Registry(device="cpu").defaults("starter", task)["guidance"]
     for key in ("prompt", "phrases", "boxes", "strength", "noise_level"):
         if key in request:
             assert settings[key] == request[key]
@@ -105,7 +108,7 @@ def test_same_seed_same_pixels_and_settings_change_them(client, pictures, task):
     first, _ = call(client, task, **request)
     again, _ = call(client, task, **request)
     assert np.array_equal(pixels(first), pixels(again))
-    for change in ({"scheduler": "Euler"}, {"steps": STEPS + 1}, {"guidance": 2.0},
+    for change in ({"scheduler": "Euler"}, {"steps": STEPS + 1}, {"guidance": 11.0},
                    {"seed": 8}):
         other, settings = call(client, task, **{**request, **change})
         key, value = next(iter(change.items()))

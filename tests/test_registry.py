@@ -211,6 +211,36 @@ source = "{tiny_models / 'upscale'}"
         read_models_file(str(tmp_path / "models.json"))
 
 
+def test_a_model_can_bring_its_own_default_guidance(tmp_path, tiny_models):
+    one = parse_model_flag(f"one={tiny_models / 'text2img'};guidance=3")
+    assert one.options["guidance"] == 3.0
+    (tmp_path / "models.toml").write_text(f"""
+[[models]]
+name = "per_task"
+source = "{tiny_models / 'inpaint'}"
+guidance = {{inpaint = 4.5}}
+""")
+    (per_task,), _ = read_models_file(str(tmp_path / "models.toml"))
+    plain = make_entry("plain", str(tiny_models / "text2img"))
+    registry = Registry([one, per_task, plain], device="cpu", allowed_dirs=[str(tiny_models)])
+    assert registry.defaults("one", "text_to_image")["guidance"] == 3.0
+    assert registry.defaults("per_task", "inpaint")["guidance"] == 4.5
+    assert registry.defaults("plain", "text_to_image")["guidance"] == 7.5  # diffusers' default
+    pg = Playground(registry)
+    unset = pg.text_to_image("a red circle", model="one", steps=2, seed=1)
+    given = pg.text_to_image("a red circle", model="one", steps=2, seed=1, guidance=3)
+    other = pg.text_to_image("a red circle", model="one", steps=2, seed=1, guidance=9)
+    assert settings_of(unset)["guidance"] == 3.0 and settings_of(other)["guidance"] == 9
+    assert np.array_equal(np.asarray(unset), np.asarray(given))
+    assert not np.array_equal(np.asarray(unset), np.asarray(other))
+    for bad, fragment in [("x=owner/m;tasks=t2i;guidance=lots", "must be a number"),
+                          ("x=owner/m;tasks=t2i;guidance=31", "from 0.0 to 30.0")]:
+        with pytest.raises(PlaygroundError, match=fragment):
+            parse_model_flag(bad)
+    with pytest.raises(PlaygroundError, match="unknown task 'paint'"):
+        make_entry("x", "owner/m", tasks=["t2i"], guidance={"paint": 3})
+
+
 def test_hub_sources_use_from_pretrained_and_fail_clearly_offline():
     registry = Registry([parse_model_flag("sd=owner-x/no-such-model;tasks=t2i")], device="cpu")
     with pytest.raises(ModelError, match="model 'sd'"):

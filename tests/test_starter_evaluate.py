@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from playground import Registry
+from playground.registry import STARTER_FOLDERS
 from playground.starter import evaluate as ev
 from playground.starter.world import PALETTE, Obj, Scene, render
 
@@ -93,7 +95,22 @@ def test_quick_run_updates_a_card(tmp_path):
     assert "(written by" not in text
     assert "| text-to-image | single: colour |" in text and "| super-resolution | PSNR bicubic (dB) |" in text
     assert "| super-resolution | PSNR VAE round trip, the model's ceiling (dB) |" in text
+    defaults = Registry(device="cpu")
+    for task, section in ev.SECTIONS.items():  # each model ran at the playground's default guidance
+        task_key = {folder: key for key, folder in STARTER_FOLDERS.items()}[task]
+        assert f"| {section} | guidance | {ev.fmt(defaults.defaults('starter', task_key)['guidance'])} |" in text
     pictures = list((tmp_path / "card").glob("*.png"))
     assert pictures and all(f"card/{p.name}" in text for p in pictures)
     ev.main(["--quick", "--card", str(card)])  # a rerun replaces the figures rather than adding them
     assert card.read_text().count("<!-- figures:start -->") == 1
+
+
+def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
+    before = open(ev.CARD).read()
+    ev.main(["--quick", "--tasks", "inpaint", "--guidance", "2"])
+    out = capsys.readouterr().out
+    assert "| inpainting | guidance | 2.000 |" in out and "text-to-image" not in out
+    assert open(ev.CARD).read() == before
+    with pytest.raises(SystemExit):
+        ev.main(["--tasks", "paint"])
+    assert "--tasks takes a comma-separated subset" in capsys.readouterr().err

@@ -105,6 +105,7 @@ def test_text_to_image_gets_the_colour_right():
         prompt = f"a big {colour} square in the centre on a {background} background"
         for seed in COLOUR_SEEDS:
             image = pipe(prompt, height=64, width=64, num_inference_steps=evaluate.STEPS,
+                         guidance_scale=evaluate.default_guidance("text2img"),
                          generator=torch.Generator().manual_seed(seed)).images[0]
             found[colour, seed] = dominant_colour(image, ignore=background)
     right = [c for (c, _), f in found.items() if c == f]

@@ -2,9 +2,11 @@
 
     python -m playground.starter.evaluate           # full set, writes MODEL_CARD.md and card/
     python -m playground.starter.evaluate --quick   # a few prompts (~1 minute), prints only
+    python -m playground.starter.evaluate --tasks inpaint --guidance 3   # one task, one setting
 
 Everything is plain diffusers: each pipeline loads from its folder under weights/ with
-`from_pretrained`, runs 20 steps with its default scheduler, and the judge reads the
+`from_pretrained`, runs 20 steps with its default scheduler at the guidance the playground
+uses for the starter models by default (`registry.STARTER_OPTIONS`), and the judge reads the
 pictures. Prompts come from the world's caption grammar, so the scene is the ground truth.
 """
 from __future__ import annotations
@@ -256,12 +258,18 @@ def mean(xs) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int) -> tuple[dict, dict]:
+def default_guidance(task: str) -> float:
+    """The guidance the playground starts the starter model of `task` with."""
+    from ..registry import STARTER_FOLDERS, STARTER_OPTIONS
+    return STARTER_OPTIONS["guidance"][{v: k for k, v in STARTER_FOLDERS.items()}[task]]
+
+
+def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int, guidance: float) -> tuple[dict, dict]:
     singles, twos = text_cases("single", n_single, 1), text_cases("two", n_two, 2)
     images, seconds = [], []
     for case in singles + twos:
         img, s = timed(lambda: pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS,
-                                    generator=generator(case.seed)).images[0])
+                                    guidance_scale=guidance, generator=generator(case.seed)).images[0])
         images.append(img)
         seconds.append(s)
     readings = judge.read_many(images)
@@ -283,13 +291,13 @@ def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int) -> tuple[dict, 
     return figures, examples
 
 
-def eval_layout(pipe, judge: Judge, n: int) -> tuple[dict, list]:
+def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:
     cases, images, seconds = layout_cases(n), [], []
     for case in cases:
         img, s = timed(lambda: pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS,
                                     gligen_phrases=case.extra["phrases"], gligen_boxes=case.extra["boxes"],
                                     gligen_scheduled_sampling_beta=GLIGEN_BETA,
-                                    generator=generator(case.seed)).images[0])
+                                    guidance_scale=guidance, generator=generator(case.seed)).images[0])
         images.append(img)
         seconds.append(s)
     readings = judge.read_many(images)
@@ -306,12 +314,13 @@ def eval_layout(pipe, judge: Judge, n: int) -> tuple[dict, list]:
     return figures, list(zip(cases, images, readings, ok_per_case))
 
 
-def eval_inpaint(pipe, judge: Judge, n: int) -> tuple[dict, list]:
+def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:
     cases, results, seconds, raw_change, blended_change = inpaint_cases(n), [], [], [], []
     for case in cases:
         original, mask = render(case.extra["before"]), case.extra["mask"]
         img, s = timed(lambda: pipe(case.prompt, image=original, mask_image=mask, height=BASE, width=BASE,
-                                    num_inference_steps=STEPS, generator=generator(case.seed)).images[0])
+                                    num_inference_steps=STEPS, guidance_scale=guidance,
+                                    generator=generator(case.seed)).images[0])
         out = blend(img, original, mask)
         raw_change.append(largest_change_outside(img, original, mask))
         blended_change.append(largest_change_outside(out, original, mask))
@@ -340,13 +349,13 @@ def vae_round_trip(vae, img: Image.Image) -> Image.Image:
     return unit_range_to_picture(vae.decode(vae.encode(x).latent_dist.mode()).sample[0].float().cpu())
 
 
-def eval_upscale(pipe, n: int) -> tuple[dict, list]:
+def eval_upscale(pipe, n: int, guidance: float) -> tuple[dict, list]:
     cases, rows, seconds = upscale_cases(n), [], []
     for case in cases:
         truth = render(case.scene, 4 * BASE)
         low = truth.resize((BASE, BASE), Image.BOX)  # the world's super-resolution pairs
         img, s = timed(lambda: pipe(case.prompt, image=low, num_inference_steps=STEPS,
-                                    generator=generator(case.seed)).images[0])
+                                    guidance_scale=guidance, generator=generator(case.seed)).images[0])
         bicubic = low.resize(truth.size, Image.BICUBIC)
         rows.append({"low": low, "truth": truth, "model": img, "bicubic": bicubic,
                      "psnr": psnr(img, truth), "ssim": ssim(img, truth),
@@ -515,18 +524,36 @@ def write_card(path: str, results: dict, pipes: dict, example_rows, meta: str, w
 
 # ---------------------------------------------------------------- main
 
-def evaluate(quick: bool, weights: str = WEIGHTS) -> tuple[dict, dict, dict]:
+TASKS = ("text2img", "layout", "inpaint", "upscale")
+SECTIONS = {"text2img": "text-to-image", "layout": "layout-to-image", "inpaint": "inpainting",
+            "upscale": "super-resolution"}
+
+
+def evaluate(quick: bool, weights: str = WEIGHTS, tasks=TASKS,
+             guidance: float | None = None) -> tuple[dict, dict, dict]:
+    """Figures, example rows and pipelines of `tasks`; guidance None = each task's default."""
     size = {name: spec[2 if quick else 1] for name, spec in SETS.items()}
     judge = Judge.load()
-    pipes = {task: load_pipeline(task, weights) for task in ("text2img", "layout", "inpaint", "upscale")}
+    pipes = {task: load_pipeline(task, weights) for task in tasks}
+    scale = {task: default_guidance(task) if guidance is None else guidance for task in tasks}
     results, examples = {}, {}
     results["judge (renders)"] = {k: v for k, v in judge_mod.accuracy(judge, n=300 if quick else 2000).items()
                                   if k in ("renders", "background", "colour", "shape", "size", "object found (cell)", "box IoU")}
-    results["text-to-image"], ex = eval_text2img(pipes["text2img"], judge, size["single"], size["two"])
-    examples.update(ex)
-    results["layout-to-image"], examples["layout"] = eval_layout(pipes["layout"], judge, size["layout"])
-    results["inpainting"], examples["inpaint"] = eval_inpaint(pipes["inpaint"], judge, size["inpaint"])
-    results["super-resolution"], examples["upscale"] = eval_upscale(pipes["upscale"], size["upscale"])
+    if "text2img" in tasks:
+        results["text-to-image"], ex = eval_text2img(pipes["text2img"], judge, size["single"], size["two"],
+                                                     scale["text2img"])
+        examples.update(ex)
+    if "layout" in tasks:
+        results["layout-to-image"], examples["layout"] = eval_layout(pipes["layout"], judge, size["layout"],
+                                                                     scale["layout"])
+    if "inpaint" in tasks:
+        results["inpainting"], examples["inpaint"] = eval_inpaint(pipes["inpaint"], judge, size["inpaint"],
+                                                                  scale["inpaint"])
+    if "upscale" in tasks:
+        results["super-resolution"], examples["upscale"] = eval_upscale(pipes["upscale"], size["upscale"],
+                                                                        scale["upscale"])
+    for task in tasks:
+        results[SECTIONS[task]]["guidance"] = scale[task]
     return results, examples, pipes
 
 
@@ -535,19 +562,29 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few prompts; prints only unless --card is given")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=WEIGHTS)
-    ap.add_argument("--card", default=None, help=f"card to update (default: {CARD} unless --quick)")
+    ap.add_argument("--card", default=None,
+                    help=f"card to update (default: {CARD} unless --quick, --tasks or --guidance)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="one guidance scale for every task (default: each task's playground default)")
     args = ap.parse_args(argv)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    if not tasks or any(t not in TASKS for t in tasks):
+        ap.error(f"--tasks takes a comma-separated subset of {','.join(TASKS)}; got {args.tasks!r}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    results, examples, pipes = evaluate(args.quick, args.weights)
+    results, examples, pipes = evaluate(args.quick, args.weights, tasks, args.guidance)
     print(figures_table(results))
-    print(targets_table(results))
-    card = args.card or (None if args.quick else CARD)
+    if tasks == TASKS:
+        print(targets_table(results))
+    partial = args.quick or tasks != TASKS or args.guidance is not None
+    card = args.card or (None if partial else CARD)
     if card:
         rows = save_examples(examples, os.path.join(os.path.dirname(os.path.abspath(card)), "card"))
         sizes = ", ".join(f"{k} {v[2 if args.quick else 1]}" for k, v in SETS.items())
         meta = (f"Measured by `python -m playground.starter.evaluate{' --quick' if args.quick else ''}` on "
-                f"{time.strftime('%Y-%m-%d')}: {STEPS} steps, default scheduler, fp32 on CPU with "
+                f"{time.strftime('%Y-%m-%d')}: {STEPS} steps, default scheduler, each model's default guidance "
+                f"(the `guidance` rows), fp32 on CPU with "
                 f"{args.threads} torch thread(s) (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); "
                 f"held-out set sizes: {sizes}; "
                 f"text2img steps trained: {training_steps(args.weights).get('steps', {}).get('text2img', 'n/a')}.")

@@ -31,6 +31,8 @@ def check_common(registry: Registry, task: str, model, scheduler, steps, guidanc
         if scheduler not in allowed:
             raise checks.BadInput(f"unknown scheduler {scheduler!r}; for model {model!r} choose "
                                   "one of: " + ", ".join(allowed))
+    if guidance is None:
+        guidance = registry.defaults(model, task)["guidance"]
     return {"model": model, "scheduler": scheduler or None, "steps": checks.steps(steps),
             "guidance": checks.guidance(guidance), "seed": run.check_seed(seed)}
 

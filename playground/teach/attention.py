@@ -140,7 +140,7 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
 
 
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
-        guidance=7.5, seed=-1, width=None, height=None, show_steps=None,
+        guidance=None, seed=-1, width=None, height=None, show_steps=None,
         control=None) -> AttentionMaps:
     """Make the picture as `text_to_image` does and collect the maps on the way."""
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)

@@ -146,7 +146,7 @@ def check_axes(pg, model: str, x_axis: str, x_values, y_axis, y_values) -> tuple
 
 def compare_grid(pg, prompt: str, x_axis: str, x_values, y_axis: str | None = None,
                  y_values=None, *, negative_prompt: str = "", model: str = "starter",
-                 scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                 scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                  seed: int = 0, width: int | None = None, height: int | None = None,
                  reference_steps: int | None = REFERENCE_STEPS,
                  control: RunControl | None = None) -> GridResult:
@@ -167,7 +167,9 @@ def compare_grid(pg, prompt: str, x_axis: str, x_values, y_axis: str | None = No
     seed = run_mod.resolve_seed(run_mod.check_seed(seed))
     fixed = {"prompt": prompt, "negative_prompt": negative_prompt, "model": model,
              "scheduler": scheduler, "steps": checks.steps(steps),
-             "guidance": checks.guidance(guidance), "seed": seed, "width": width,
+             "guidance": checks.guidance(pg.defaults(model, "text_to_image")["guidance"]
+                                         if guidance is None else guidance),
+             "seed": seed, "width": width,
              "height": height}
     plan = [[_cell_settings(fixed, x_axis, x, y_axis, y) for x in x_values] for y in y_values]
     needs_reference = "steps" not in (x_axis, y_axis) and bool(reference_steps)

@@ -103,13 +103,15 @@ class QualityResult:
 # ---------------------------------------------------------------- measuring
 
 def quality_vs_cost(pg, *, schedulers=DEFAULT_SCHEDULERS, steps=DEFAULT_STEPS,
-                    n_prompts: int = DEFAULT_PROMPTS, guidance: float = 7.5,
+                    n_prompts: int = DEFAULT_PROMPTS, guidance: float | None = None,
                     model: str = "starter", judge_renders: int = 300,
                     control: RunControl | None = None) -> QualityResult:
     """Measure every (scheduler, steps) pair on `n_prompts` held-out single-object
     prompts (seed i for prompt i, the same in every pair). The judge reads pictures of
     the Shapes world at 64 x 64, so `model` must be a starter-like model."""
     schedulers, steps = _check(pg, model, schedulers, steps, n_prompts)
+    if guidance is None:
+        guidance = pg.defaults(model, "text_to_image")["guidance"]
     cases = evaluate.text_cases("single", n_prompts, 1)
     judge = judge_mod.Judge.load()
     renders = [render(c.scene) for c in cases]
@@ -265,7 +267,7 @@ def main(argv=None):
     ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--schedulers", default=",".join(DEFAULT_SCHEDULERS))
     ap.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)))
-    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's default guidance")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="folder for the plot, the counterexample "
                     "picture and figures.md (default: print only)")

@@ -141,7 +141,7 @@ def decode(pipe, latents: torch.Tensor) -> Image.Image:
 
 
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
-        guidance=7.5, seed=-1, width=None, height=None, show_steps=None,
+        guidance=None, seed=-1, width=None, height=None, show_steps=None,
         on_frame: Callable[[Frame], None] | None = None, control=None):
     """(final picture with settings, list of Frame). The final picture equals
     `text_to_image` with the same settings."""

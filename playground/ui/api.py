@@ -72,7 +72,7 @@ class ApiEndpoints:
     # ------------------------------------------------------------ the endpoints
 
     def text_to_image(self, prompt: str, negative_prompt: str = "", model: str = "starter",
-                      scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                      scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                       seed: int = -1, width: int | None = None,
                       height: int | None = None) -> tuple[FileData, dict]:
         """Make a picture from a caption. Returns (PNG, settings used)."""
@@ -83,7 +83,7 @@ class ApiEndpoints:
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",
                         scheduler: str | None = None, steps: int = 20,
-                        guidance: float = 7.5, seed: int = -1) -> tuple[FileData, dict]:
+                        guidance: float | None = None, seed: int = -1) -> tuple[FileData, dict]:
         """Put one object per phrase in its box ([x0, y0, x1, y1], fractions 0..1 of the
         picture). Returns (PNG, settings used)."""
         yield from self._stream("layout_to_image", steps, lambda control: self.pg.layout_to_image(
@@ -92,7 +92,7 @@ class ApiEndpoints:
 
     def inpaint(self, image: FileData, mask: FileData, prompt: str,
                 negative_prompt: str = "", model: str = "starter",
-                scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                 strength: float = 1.0, seed: int = -1) -> tuple[FileData, dict]:
         """Repaint where the mask is white (same size as the image; black = keep).
         Returns (PNG, settings used)."""
@@ -104,7 +104,7 @@ class ApiEndpoints:
 
     def upscale(self, image: FileData, prompt: str = "", negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int = 20,
-                guidance: float = 7.5, noise_level: int = 20,
+                guidance: float | None = None, noise_level: int = 20,
                 seed: int = -1) -> tuple[FileData, dict]:
         """Make a picture 4 times larger. Returns (PNG, settings used)."""
         picture = uploaded_picture(image, "image")

@@ -44,7 +44,7 @@ class CompareEndpoints:
     def compare_grid(self, prompt: str, x_axis: str, x_values: list,
                      y_axis: str | None = None, y_values: list | None = None,
                      negative_prompt: str = "", model: str = "starter",
-                     scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                     scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                      seed: int = 0, reference_steps: int = 50) -> tuple[FileData, list[dict]]:
         """A grid over any two of scheduler, steps, guidance and seed (x_axis across,
         optional y_axis down), every cell from the same starting noise. Returns (PNG of

@@ -50,7 +50,7 @@ class LearnEndpoints:
             result.info()
 
     def denoise_trace(self, prompt: str, negative_prompt: str = "", model: str = "starter",
-                      scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                      scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       show_steps: list[int] | None = None) -> tuple[list[dict], dict]:
         """A text-to-image run as a filmstrip. show_steps: step numbers 1..steps (default
@@ -66,7 +66,7 @@ class LearnEndpoints:
         return strip, settings_json(image)
 
     def attention_maps(self, prompt: str, negative_prompt: str = "", model: str = "starter",
-                       scheduler: str | None = None, steps: int = 20, guidance: float = 7.5,
+                       scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
                        seed: int = -1, width: int | None = None, height: int | None = None,
                        show_steps: list[int] | None = None) -> tuple[list[dict], dict]:
         """Cross-attention per prompt token (averaged over heads, layers and show_steps,
