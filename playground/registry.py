@@ -71,7 +71,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # The starter models' default guidance, measured with `python -m playground.starter.evaluate
 # --tasks T --guidance G` (MODEL_CARD.md, "Guidance"): text-to-image draws shapes better below
 # 7.5; the upscaler scores the same at every guidance (it was trained without captions), so
-# 1 (no unconditional pass) makes it twice as fast.
+# 1 (no unconditional pass) makes it faster (3.6 s instead of 6.2 s on one CPU thread).
 STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64),
                    "guidance": {"text_to_image": 3.0, "layout_to_image": 7.5, "inpaint": 3.0,
                                 "upscale": 1.0}}
