@@ -73,9 +73,11 @@ def save_state(path: str, modules: dict, emas: dict, opt, step: int, extra: dict
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in m.state_dict().items()})
     for name, e in emas.items():
         tensors.update({f"ema_{name}.{k}": v.cpu().contiguous() for k, v in e.shadow.items()})
-    for i, st in enumerate(opt.state.values()):
+    for name, p in named_parameters(modules):
+        st = opt.state.get(p)
         for k in ("exp_avg", "exp_avg_sq"):
-            tensors[f"opt.{i}.{k}"] = st[k].cpu().contiguous()
+            if st:
+                tensors[f"opt.{name}.{k}"] = st[k].cpu().contiguous()
     meta = {"step": str(step), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata=meta)
@@ -93,13 +95,25 @@ def load_state(path: str, modules: dict, emas: dict, opt) -> int:
     for name, e in emas.items():
         pre = f"ema_{name}."
         e.shadow = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for i, p in enumerate(params):
-        if f"opt.{i}.exp_avg" in tensors:
+    # states saved before moments had names keep them by position among the trained
+    # parameters in module order (the single group those runs used)
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    in_order = [(name, p) for name, p in named_parameters(modules) if id(p) in trained]
+    for i, (name, p) in enumerate(in_order):
+        key = f"opt.{name}" if f"opt.{name}.exp_avg" in tensors else f"opt.{i}"
+        if f"{key}.exp_avg" in tensors:
             opt.state[p] = {"step": torch.tensor(float(step)),
-                            "exp_avg": tensors[f"opt.{i}.exp_avg"].to(p.device),
-                            "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(p.device)}
+                            "exp_avg": tensors[f"{key}.exp_avg"].to(p.device),
+                            "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].to(p.device)}
     return step
+
+
+def named_parameters(modules: dict):
+    """(module.parameter name, parameter) of every module: the optimiser's moments are saved
+    under these names, so a run may regroup its parameters and still resume."""
+    for module_name, m in modules.items():
+        for name, p in m.named_parameters():
+            yield f"{module_name}.{name}", p
 
 
 def ema_module(ema: Ema, build):
@@ -132,7 +146,7 @@ class Loop:
         while (self.step < args.max_steps and time.time() - t0 < args.minutes * 60
                and not stop_asked):
             for g in self.opt.param_groups:
-                g["lr"] = lr_at(self.step, args.lr)
+                g["lr"] = lr_at(self.step, args.lr) * g.get("lr_scale", 1.0)
             loss = loss_fn(self.step)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -396,7 +410,12 @@ def train_layout(args, device):
         init_from_text2img(unet, device)
     unet = unet.to(device).train()
     sched = models.build_scheduler()
-    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
+    # The gated layers start closed (tanh(alpha) = 0) and at the base rate stayed closed over
+    # 1,500 steps (MODEL_CARD.md, "Layout"): they get their own, larger rate.
+    gated = [p for n, p in unet.named_parameters() if ".fuser." in n or n.startswith("position_net.")]
+    base = [p for n, p in unet.named_parameters() if not (".fuser." in n or n.startswith("position_net."))]
+    groups = [{"params": base}, {"params": gated, "lr_scale": args.gated_lr_scale}]
+    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups)
     rng = random.Random(3000 + loop.step)
 
     def loss_fn(step):
@@ -663,6 +682,8 @@ def main(argv=None):
                          "cross-attention inside its box (see attention_loss.py)")
     ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
                     help="per-channel constant added to the training noise (0: plain noise)")
+    ap.add_argument("--gated-lr-scale", type=float, default=1.0,
+                    help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
