@@ -114,3 +114,16 @@ def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
     with pytest.raises(SystemExit):
         ev.main(["--tasks", "paint"])
     assert "--tasks takes a comma-separated subset" in capsys.readouterr().err
+
+
+def test_position_probe_measures_how_far_the_cell_words_move_the_object():
+    from playground.starter import probe_position as pp
+
+    reading = {"objects": [{"box": (0.0, 0.0, 0.2, 0.2), "score": 0.4},
+                           {"box": (0.6, 0.6, 1.0, 1.0), "score": 0.9}]}
+    assert pp.object_centre(reading) == (0.8, 0.8) and pp.object_centre({"objects": []}) is None
+    still = {cell: ((0.5, 0.5), 0.0) for cell in pp.CELLS}
+    assert pp.spread(still) == 0.0
+    followed = {"top left": ((1 / 6, 1 / 6), 1.0), "bottom right": ((5 / 6, 5 / 6), 1.0),
+                "centre": (None, 0.0)}
+    assert pp.spread(followed) == pytest.approx(2 / 3 * 2 ** 0.5)
