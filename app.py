@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="most GB of model weights kept loaded (least recently used go first)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads per sampling run (default: torch's choice, one per core; "
-                   "1 is faster for the small starter models, see README's Benchmark)")
+                   "1 can be faster for the small starter models on a busy host, see README's Benchmark)")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="sampling runs at once (default 1, right for a CPU)")
     p.add_argument("--max-queue", type=int, default=32, metavar="N",
