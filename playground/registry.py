@@ -284,8 +284,13 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
                            f"{', '.join(sorted(known - {'source'}))}; got {sorted(item)}")
         entry = make_entry(item.get("name"), item["source"], base_dir=base,
                            **{k: v for k, v in item.items() if k not in ("name", "source")})
-        if entry.name in merged:
-            merged[entry.name].sources.update(entry.sources)
+        if entry.name in merged:  # another source for more tasks; each keeps its guidance
+            first = merged[entry.name]
+            guidance = {t: default_guidance(e, t) for e in (first, entry) for t in e.tasks
+                        if "guidance" in e.options}
+            first.sources.update(entry.sources)
+            if guidance:
+                first.options["guidance"] = guidance
         else:
             merged[entry.name] = entry
     allowed = [os.path.join(base, d) for d in data.get("allowed_dirs", [])]

@@ -219,12 +219,19 @@ def test_a_model_can_bring_its_own_default_guidance(tmp_path, tiny_models):
 name = "per_task"
 source = "{tiny_models / 'inpaint'}"
 guidance = {{inpaint = 4.5}}
+
+[[models]]
+name = "per_task"
+source = "{tiny_models / 'text2img'}"
+tasks = ["text_to_image"]
+guidance = 2
 """)
     (per_task,), _ = read_models_file(str(tmp_path / "models.toml"))
     plain = make_entry("plain", str(tiny_models / "text2img"))
     registry = Registry([one, per_task, plain], device="cpu", allowed_dirs=[str(tiny_models)])
     assert registry.defaults("one", "text_to_image")["guidance"] == 3.0
     assert registry.defaults("per_task", "inpaint")["guidance"] == 4.5
+    assert registry.defaults("per_task", "text_to_image")["guidance"] == 2.0
     assert registry.defaults("plain", "text_to_image")["guidance"] == 7.5  # diffusers' default
     pg = Playground(registry)
     unset = pg.text_to_image("a red circle", model="one", steps=2, seed=1)
