@@ -13,36 +13,40 @@ def two_layers():
     return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
 
 
-def one_step(model, opt):
+def saved_after_one_step(path: str, step: int):
+    """A model and its optimiser after one step, saved to `path` as a training run does."""
+    model = two_layers()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     loss = model(torch.ones(5, 3)).square().mean()
     opt.zero_grad()
     loss.backward()
     opt.step()
+    train.save_state(path, {"m": model}, {}, opt, step=step)
+    return model, opt
+
+
+def regrouped(model):
+    """An optimiser over the same parameters in another order and grouping."""
+    first, second = list(model[0].parameters()), list(model[1].parameters())
+    return torch.optim.AdamW([{"params": second}, {"params": first, "lr_scale": 10.0}], lr=1e-2)
 
 
 def test_moments_resume_by_name_when_the_parameters_are_regrouped(tmp_path):
-    model = two_layers()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    one_step(model, opt)
     path = str(tmp_path / "state.safetensors")
-    train.save_state(path, {"m": model}, {}, opt, step=1)
+    model, opt = saved_after_one_step(path, step=1)
 
     again = two_layers()
-    first, second = list(again[0].parameters()), list(again[1].parameters())
-    regrouped = torch.optim.AdamW([{"params": second}, {"params": first, "lr_scale": 10.0}], lr=1e-2)
-    assert train.load_state(path, {"m": again}, {}, regrouped) == 1
+    new_opt = regrouped(again)
+    assert train.load_state(path, {"m": again}, {}, new_opt) == 1
     assert torch.equal(again[0].weight, model[0].weight)
     for name, p in again.named_parameters():
         saved = dict(model.named_parameters())[name]
-        assert torch.equal(regrouped.state[p]["exp_avg"], opt.state[saved]["exp_avg"]), name
+        assert torch.equal(new_opt.state[p]["exp_avg"], opt.state[saved]["exp_avg"]), name
 
 
 def test_states_saved_by_position_still_load(tmp_path):
-    model = two_layers()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    one_step(model, opt)
     path = str(tmp_path / "old.safetensors")
-    train.save_state(path, {"m": model}, {}, opt, step=3)
+    model, opt = saved_after_one_step(path, step=3)
     tensors = load_file(path)  # rewrite the moments the way older runs saved them
     names = [n for n, _ in model.named_parameters()]
     for key in [k for k in tensors if k.startswith("opt.")]:
@@ -51,8 +55,7 @@ def test_states_saved_by_position_still_load(tmp_path):
     save_file(tensors, path, metadata={"step": "3"})
 
     again = two_layers()  # and into a regrouped optimiser, as the layout run did
-    first, second = list(again[0].parameters()), list(again[1].parameters())
-    opt2 = torch.optim.AdamW([{"params": second}, {"params": first, "lr_scale": 10.0}], lr=1e-2)
+    opt2 = regrouped(again)
     assert train.load_state(path, {"m": again}, {}, opt2) == 3
     for (name, p), (_, saved) in zip(again.named_parameters(), model.named_parameters()):
         assert torch.equal(opt2.state[p]["exp_avg_sq"], opt.state[saved]["exp_avg_sq"]), name

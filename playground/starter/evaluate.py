@@ -260,8 +260,9 @@ def mean(xs) -> float:
 
 def default_guidance(task: str) -> float:
     """The guidance the playground starts the starter model of `task` with."""
-    from ..registry import STARTER_FOLDERS, STARTER_OPTIONS
-    return STARTER_OPTIONS["guidance"][{v: k for k, v in STARTER_FOLDERS.items()}[task]]
+    from .. import registry
+    task_key = {folder: key for key, folder in registry.STARTER_FOLDERS.items()}[task]
+    return registry.default_guidance(registry.starter_entry(), task_key)
 
 
 def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int, guidance: float) -> tuple[dict, dict]:

@@ -412,9 +412,12 @@ def train_layout(args, device):
     sched = models.build_scheduler()
     # The gated layers start closed (tanh(alpha) = 0) and at the base rate stayed closed over
     # 1,500 steps (MODEL_CARD.md, "Layout"): they get their own, larger rate.
-    gated = [p for n, p in unet.named_parameters() if ".fuser." in n or n.startswith("position_net.")]
-    base = [p for n, p in unet.named_parameters() if not (".fuser." in n or n.startswith("position_net."))]
-    groups = [{"params": base}, {"params": gated, "lr_scale": args.gated_lr_scale}]
+    def gated(name):
+        return ".fuser." in name or name.startswith("position_net.")
+
+    named = list(unet.named_parameters())
+    groups = [{"params": [p for n, p in named if not gated(n)]},
+              {"params": [p for n, p in named if gated(n)], "lr_scale": args.gated_lr_scale}]
     loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups)
     rng = random.Random(3000 + loop.step)
 
