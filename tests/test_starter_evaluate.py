@@ -127,3 +127,17 @@ def test_position_probe_measures_how_far_the_cell_words_move_the_object():
     followed = {"top left": ((1 / 6, 1 / 6), 1.0), "bottom right": ((5 / 6, 5 / 6), 1.0),
                 "centre": (None, 0.0)}
     assert pp.spread(followed) == pytest.approx(2 / 3 * 2 ** 0.5)
+
+
+def test_position_why_probes_find_place_in_clean_latents_and_coordinates_in_features():
+    from playground.starter import probe_position as pp
+
+    latent = torch.zeros(4, 16, 16)
+    latent[:, 1:5, 11:15] = 1.0  # an object in the top right
+    g = torch.Generator().manual_seed(0)
+    assert pp.place_from_noisy_latent(latent, (11 / 16, 1 / 16, 15 / 16, 5 / 16), 0.9999, g) == "top right"
+    rng = np.random.default_rng(0)
+    rows, cols = np.divmod(np.arange(16), 4)
+    knows = np.stack([cols, rows], 1)[None].repeat(20, 0) + 0.01 * rng.normal(size=(20, 16, 2))
+    assert pp.position_r2(np.concatenate([knows, rng.normal(size=(20, 16, 6))], -1)) > 0.99
+    assert pp.position_r2(rng.normal(size=(20, 16, 8))) < 0.2

@@ -3,15 +3,25 @@ nine cells, makes pictures over a few seeds with the playground's defaults, and 
 the judge finds the object (mean box centre, as fractions of the picture) and how often it
 lands in the asked cell.
 
-    python -m playground.starter.probe_position [--seeds 6] [--steps 20]
+    python -m playground.starter.probe_position [--seeds 6] [--steps 20] [--weights DIR]
+    python -m playground.starter.probe_position --why
 
 If the model follows the cell words, the nine mean centres spread over the picture (the
 true renders' centres are about 0.17, 0.5 and 0.83 in each direction); if it ignores
 them, they all sit in one spot and the "spread" line is near 0.
+
+`--why` measures the three things a position word needs on its way to the picture:
+  1. at which noise levels the noisy latent still shows where the object is (if it does
+     up to t = 999, a model can learn to read the place from the noise instead);
+  2. whether the UNet's features, where cross-attention reads the prompt, know where
+     they are (a linear probe from features to coordinates, R^2 on held-out noise);
+  3. how far apart the text encoder puts two prompts that differ only in the cell words,
+     against two that differ only in the colour word.
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 
@@ -52,19 +62,161 @@ def spread(result: dict) -> float:
     return max((float(np.linalg.norm(a - b)) for a in centres for b in centres), default=0.0)
 
 
+# ---------------------------------------------------------------- why (--why)
+
+def one_object_latents(vae, n: int, seed: int = 7):
+    """(scenes, latents scaled like the UNet's) for n one-object renders."""
+    import random
+
+    import torch
+
+    from .world import random_scene, render
+
+    rng = random.Random(seed)
+    scenes = [random_scene(rng, n_objects=1) for _ in range(n)]
+    pixels = torch.stack([torch.from_numpy(np.asarray(render(s), dtype=np.float32) / 127.5 - 1)
+                          .permute(2, 0, 1) for s in scenes])
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(pixels[i:i + 50].to(vae.dtype)).latent_dist.mode()
+                             for i in range(0, n, 50)])
+    return scenes, latents.float() * vae.config.scaling_factor
+
+
+def place_from_noisy_latent(latent, box, t_alpha_bar: float, generator) -> str:
+    """The cell an observer guesses from the noisy latent at one noise level, knowing the
+    object's look (its mean latent against the background's) and size but not its place:
+    a matched filter, the best simple reading of where the object is."""
+    import torch
+    import torch.nn.functional as F
+
+    n = latent.shape[-1]
+    x0, y0, x1, y1 = (int(round(v * n)) for v in box)
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    inside = torch.zeros(n, n)
+    inside[y0:y1, x0:x1] = 1
+    background = (latent * (1 - inside)).sum((1, 2)) / (1 - inside).sum()
+    look = (latent * inside).sum((1, 2)) / inside.sum() - background
+    a = torch.tensor(t_alpha_bar)
+    noisy = a.sqrt() * latent + (1 - a).sqrt() * torch.randn(latent.shape, generator=generator)
+    score = ((noisy - a.sqrt() * background[:, None, None]) * look[:, None, None]).sum(0)
+    k = x1 - x0
+    pooled = F.avg_pool2d(score[None, None], k, stride=1, padding=k // 2, count_include_pad=False)[0, 0]
+    row, col = divmod(int(pooled.argmax()), pooled.shape[1])
+    return cell_of((col + 0.5) / pooled.shape[1], (row + 0.5) / pooled.shape[0])
+
+
+def place_visible(vae, alphas_cumprod, timesteps, n: int = 300) -> dict:
+    """{t: share of one-object latents whose cell the matched filter finds at t} (1/9 is chance)."""
+    import torch
+
+    scenes, latents = one_object_latents(vae, n)
+    g = torch.Generator().manual_seed(0)
+    return {t: float(np.mean([place_from_noisy_latent(z, s.objects[0].box, float(alphas_cumprod[t]), g)
+                              == s.objects[0].cell for s, z in zip(scenes, latents)]))
+            for t in timesteps}
+
+
+def cross_attention_inputs(unet, cond, t: int, samples: int, seed: int = 0) -> dict:
+    """{layer: (samples, pixels, channels)} features each cross-attention layer reads the
+    prompt with, for pure-noise latents at timestep t."""
+    import torch
+
+    found, hooks = {}, []
+    for name, module in unet.named_modules():
+        if name.endswith("attn2"):
+            hooks.append(module.register_forward_pre_hook(
+                lambda m, args, name=name: found.setdefault(name, []).append(args[0].detach().float())))
+    g = torch.Generator().manual_seed(seed)
+    size = unet.config.sample_size
+    try:
+        with torch.no_grad():
+            for _ in range(samples):
+                noise = torch.randn(1, unet.config.in_channels, size, size, generator=g)
+                unet(noise.to(unet.dtype), t, cond)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: torch.cat(f).numpy() for name, f in found.items()}
+
+
+def position_r2(features: np.ndarray, ridge: float = 0.1) -> float:
+    """How well a linear map from a pixel's features gives the pixel's (x, y): R^2 on the
+    second half of the samples, fitted on the first half."""
+    samples, pixels, channels = features.shape
+    side = int(round(pixels ** 0.5))
+    rows, cols = np.divmod(np.arange(pixels), side)
+    where = np.stack([(cols + 0.5) / side, (rows + 0.5) / side], 1) - 0.5
+    half = samples // 2
+    fit, test = features[:half].reshape(-1, channels), features[half:].reshape(-1, channels)
+    mean = fit.mean(0)
+    fit, test = fit - mean, test - mean
+    target = np.tile(where, (half, 1))
+    w = np.linalg.solve(fit.T @ fit + ridge * np.eye(channels), fit.T @ target)
+    truth = np.tile(where, (samples - half, 1))
+    return float(1 - ((test @ w - truth) ** 2).sum() / (truth ** 2).sum())
+
+
+def prompt_gap(tokenizer, text_encoder, a: str, b: str) -> float:
+    """Distance between the text encoder's outputs for two prompts (all 77 positions)."""
+    import torch
+
+    def encode(p):
+        ids = tokenizer([p], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return text_encoder(ids)[0].float()
+
+    return float((encode(a) - encode(b)).norm())
+
+
+def why(folder: str) -> None:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    ac = pipe.scheduler.alphas_cumprod
+    print("1. Where the object is, read from the noisy latent by a matched filter "
+          "(300 one-object renders; chance 0.11):")
+    for t, share in place_visible(pipe.vae, ac, [999, 950, 900, 800, 600]).items():
+        snr = float(ac[t] / (1 - ac[t]))
+        print(f"   t {t:4d}  signal-to-noise {snr:.4f}  right cell {share:.2f}")
+    ids = pipe.tokenizer([PROMPT.format(where="in the top left")], padding="max_length",
+                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    with torch.no_grad():
+        cond = pipe.text_encoder(ids)[0]
+    print("2. Position R^2 of the features each cross-attention layer reads the prompt with "
+          "(t 999, 64 noise samples):")
+    for name, f in cross_attention_inputs(pipe.unet, cond, 999, 64).items():
+        side = int(round(f.shape[1] ** 0.5))
+        print(f"   {name:52s} {side:2d} x {side:<2d} R^2 {position_r2(f):.2f}")
+    base = PROMPT.format(where="in the top left")
+    cell = prompt_gap(pipe.tokenizer, pipe.text_encoder, base, PROMPT.format(where="in the bottom right"))
+    colour = prompt_gap(pipe.tokenizer, pipe.text_encoder, base, base.replace("red", "blue"))
+    print(f"3. Text encoder: 'top left' vs 'bottom right' {cell:.1f}, 'red' vs 'blue' {colour:.1f} "
+          f"(ratio {cell / colour:.2f})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", default=None, help="starter weights folder to probe")
+    ap.add_argument("--why", action="store_true", help="measure why (see above) instead")
     args = ap.parse_args(argv)
     import torch
 
+    from .. import registry
+
+    torch.set_num_threads(args.threads)
+    if args.weights:
+        registry.STARTER_DIR = args.weights
+    if args.why:
+        return why(os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["text_to_image"]))
     from .. import Playground
     from .judge import Judge
 
-    torch.set_num_threads(args.threads)
     result = probe(Playground(device="cpu"), Judge.load(), range(args.seeds), args.steps)
     for cell, (centre, right) in result.items():
         where = "no object found" if centre is None else f"x {centre[0]:.2f} y {centre[1]:.2f}"

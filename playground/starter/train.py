@@ -245,6 +245,26 @@ def min_snr_weight(sched, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
+X0_FLOOR = 0.0  # set from --x0-weight-floor
+
+
+def loss_weight(sched, t: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight of the noise-prediction error. An error of e in the predicted
+    noise is an error of e / sqrt(SNR) in the predicted picture, so plain noise loss
+    weighs the picture by SNR: about 0.005 at t = 999, where nothing but the prompt can
+    say where an object goes. X0_FLOOR keeps the picture's weight at least that high."""
+    w = min_snr_weight(sched, t)
+    if X0_FLOOR:
+        ac = sched.alphas_cumprod.to(t.device)[t]
+        w = torch.maximum(w, X0_FLOOR * (1 - ac) / ac)
+    return w
+
+
+def set_x0_floor(value: float) -> None:
+    global X0_FLOOR
+    X0_FLOOR = value
+
+
 OFFSET_NOISE = 0.1  # set from --offset-noise
 
 
@@ -271,7 +291,7 @@ def diffusion_loss(unet, sched, latents, cond, extra_in=None, **unet_kwargs):
     inp = noisy if extra_in is None else torch.cat([noisy, extra_in], 1)
     pred = unet(inp, t, cond, **unet_kwargs).sample
     per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-    return (per * min_snr_weight(sched, t)).mean()
+    return (per * loss_weight(sched, t)).mean()
 
 
 def captions_for(scenes, rng, p_empty=0.1):
@@ -683,6 +703,9 @@ def main(argv=None):
     ap.add_argument("--attention-loss", type=float, default=0.0,
                     help="text2img: weight of the loss keeping each object's words' "
                          "cross-attention inside its box (see attention_loss.py)")
+    ap.add_argument("--x0-weight-floor", type=float, default=0.0,
+                    help="least weight of the predicted picture's error at any noise level "
+                         "(0: plain min-SNR noise loss; see loss_weight)")
     ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
                     help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
@@ -692,6 +715,7 @@ def main(argv=None):
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
     args = ap.parse_args(argv)
     set_offset_noise(args.offset_noise)
+    set_x0_floor(args.x0_weight_floor)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
