@@ -141,3 +141,23 @@ def test_position_why_probes_find_place_in_clean_latents_and_coordinates_in_feat
     knows = np.stack([cols, rows], 1)[None].repeat(20, 0) + 0.01 * rng.normal(size=(20, 16, 2))
     assert pp.position_r2(np.concatenate([knows, rng.normal(size=(20, 16, 6))], -1)) > 0.99
     assert pp.position_r2(rng.normal(size=(20, 16, 8))) < 0.2
+
+
+def test_position_why_reads_a_training_state_over_the_shipped_pipeline(tmp_path):
+    from safetensors.torch import save_file
+
+    from playground.starter import probe_position as pp
+
+    from playground.registry import STARTER_DIR
+
+    folder = f"{STARTER_DIR}/{STARTER_FOLDERS['text_to_image']}"
+    shipped = pp.text2img_pipeline(folder)
+    state = {**{f"unet.{k}": v.contiguous() for k, v in shipped.unet.state_dict().items()},
+             **{f"text.{k}": torch.zeros_like(v) for k, v in shipped.text_encoder.state_dict().items()}}
+    save_file(state, tmp_path / "state.safetensors")
+    a, b = "a small red circle in the top left", "a small blue circle in the top left"
+    assert pp.predicted_picture_gap(shipped, a, a, samples=2) == 0.0
+    assert pp.predicted_picture_gap(shipped, a, b, samples=2) > 1.0
+    # a state whose text encoder is all zeros makes every prompt the same
+    assert pp.predicted_picture_gap(pp.text2img_pipeline(folder, str(tmp_path / "state.safetensors")),
+                                    a, b, samples=2) == 0.0

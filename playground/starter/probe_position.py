@@ -5,6 +5,10 @@ lands in the asked cell.
 
     python -m playground.starter.probe_position [--seeds 6] [--steps 20] [--weights DIR]
     python -m playground.starter.probe_position --why
+    python -m playground.starter.probe_position [--why] --state runs/text2img/state.safetensors
+
+`--state` probes a text2img training state (its current, not EMA, UNet and text encoder
+weights over the shipped folder): a quick check that a run is moving position.
 
 If the model follows the cell words, the nine mean centres spread over the picture (the
 true renders' centres are about 0.17, 0.5 and 0.83 in each direction); if it ignores
@@ -16,7 +20,8 @@ them, they all sit in one spot and the "spread" line is near 0.
   2. whether the UNet's features, where cross-attention reads the prompt, know where
      they are (a linear probe from features to coordinates, R^2 on held-out noise);
   3. how far apart the text encoder puts two prompts that differ only in the cell words,
-     against two that differ only in the colour word.
+     against two that differ only in the colour word;
+  4. the same for the picture the UNet predicts from pure noise (t 999).
 """
 from __future__ import annotations
 
@@ -169,11 +174,64 @@ def prompt_gap(tokenizer, text_encoder, a: str, b: str) -> float:
     return float((encode(a) - encode(b)).norm())
 
 
-def why(folder: str) -> None:
+def predicted_picture_gap(pipe, a: str, b: str, t: int = 999, samples: int = 16) -> float:
+    """Mean distance between the clean latents the UNet predicts at timestep t for prompts
+    a and b, from the same pure-noise latents."""
+    import torch
+
+    def encode(p):
+        ids = pipe.tokenizer([p], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return pipe.text_encoder(ids)[0]
+
+    ca, cb = encode(a), encode(b)
+    alpha_bar = pipe.scheduler.alphas_cumprod[t]
+    g = torch.Generator().manual_seed(0)
+    size = pipe.unet.config.sample_size
+    gaps = []
+    for _ in range(samples):
+        x = torch.randn(1, pipe.unet.config.in_channels, size, size, generator=g)
+        with torch.no_grad():
+            ea, eb = pipe.unet(x, t, ca).sample, pipe.unet(x, t, cb).sample
+        gaps.append(float(((1 - alpha_bar).sqrt() * (eb - ea) / alpha_bar.sqrt()).norm()))
+    return float(np.mean(gaps))
+
+
+def text2img_pipeline(folder: str, state: str | None = None):
+    """The text2img pipeline in `folder` (float32), with a training state's current UNet
+    and text encoder weights when `state` is given."""
     import torch
     from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    if state:
+        tensors = load_file(state)
+        for module, prefix in ((pipe.unet, "unet."), (pipe.text_encoder, "text.")):
+            module.load_state_dict({k[len(prefix):]: v.float() for k, v in tensors.items()
+                                    if k.startswith(prefix)})
+    return pipe
+
+
+class PipelinePictures:
+    """`text_to_image(prompt, steps, seed)` straight from a pipeline, at the starter
+    text2img's default guidance (what `Playground.text_to_image` gives for the starter)."""
+
+    def __init__(self, pipe, guidance: float):
+        self.pipe, self.guidance = pipe, guidance
+
+    def text_to_image(self, prompt: str, steps: int, seed: int):
+        import torch
+
+        return self.pipe(prompt, num_inference_steps=steps, guidance_scale=self.guidance,
+                         height=64, width=64, generator=torch.Generator().manual_seed(seed)).images[0]
+
+
+def why(pipe) -> None:
+    import torch
+
     ac = pipe.scheduler.alphas_cumprod
     print("1. Where the object is, read from the noisy latent by a matched filter "
           "(300 one-object renders; chance 0.11):")
@@ -194,6 +252,10 @@ def why(folder: str) -> None:
     colour = prompt_gap(pipe.tokenizer, pipe.text_encoder, base, base.replace("red", "blue"))
     print(f"3. Text encoder: 'top left' vs 'bottom right' {cell:.1f}, 'red' vs 'blue' {colour:.1f} "
           f"(ratio {cell / colour:.2f})")
+    cell = predicted_picture_gap(pipe, base, PROMPT.format(where="in the bottom right"))
+    colour = predicted_picture_gap(pipe, base, base.replace("red", "blue"))
+    print(f"4. Predicted clean latent at t 999 (16 noise samples): 'top left' vs 'bottom right' "
+          f"{cell:.2f}, 'red' vs 'blue' {colour:.2f} (ratio {cell / colour:.2f})")
 
 
 def main(argv=None):
@@ -204,6 +266,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=None, help="starter weights folder to probe")
     ap.add_argument("--why", action="store_true", help="measure why (see above) instead")
+    ap.add_argument("--state", default=None, help="a text2img training state to probe (see above)")
     args = ap.parse_args(argv)
     import torch
 
@@ -212,12 +275,18 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.weights:
         registry.STARTER_DIR = args.weights
+    folder = os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["text_to_image"])
     if args.why:
-        return why(os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["text_to_image"]))
+        return why(text2img_pipeline(folder, args.state))
     from .. import Playground
     from .judge import Judge
 
-    result = probe(Playground(device="cpu"), Judge.load(), range(args.seeds), args.steps)
+    if args.state:
+        guidance = registry.default_guidance(registry.starter_entry(), "text_to_image")
+        pictures = PipelinePictures(text2img_pipeline(folder, args.state), guidance)
+    else:
+        pictures = Playground(device="cpu")
+    result = probe(pictures, Judge.load(), range(args.seeds), args.steps)
     for cell, (centre, right) in result.items():
         where = "no object found" if centre is None else f"x {centre[0]:.2f} y {centre[1]:.2f}"
         print(f"asked {cell:12s} mean centre {where}; in the asked cell {right:.2f}")
