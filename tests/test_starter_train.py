@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file, save_file
 
-from playground.starter import train
+from playground.starter import models, train
 
 
 def two_layers():
@@ -59,3 +59,20 @@ def test_states_saved_by_position_still_load(tmp_path):
     assert train.load_state(path, {"m": again}, {}, opt2) == 3
     for (name, p), (_, saved) in zip(again.named_parameters(), model.named_parameters()):
         assert torch.equal(opt2.state[p]["exp_avg_sq"], opt.state[saved]["exp_avg_sq"]), name
+
+
+def test_x0_weight_floor_raises_only_the_high_noise_weights():
+    sched = models.build_scheduler()
+    t = torch.arange(0, 1000, 37)
+    ac = sched.alphas_cumprod[t]
+    snr = ac / (1 - ac)
+    plain = train.loss_weight(sched, t)
+    assert torch.equal(plain, train.min_snr_weight(sched, t))
+    train.set_x0_floor(0.5)
+    try:
+        floored = train.loss_weight(sched, t)
+    finally:
+        train.set_x0_floor(0.0)
+    assert torch.all(floored * snr >= 0.5 - 1e-4)  # the picture's error weighs at least 0.5
+    assert torch.equal(floored[snr >= 0.5], plain[snr >= 0.5])
+    assert floored[-1] > 50 * plain[-1]  # t 999: SNR 0.005
