@@ -11,6 +11,8 @@ State (weights, EMA, optimiser, step) lives in runs/<task>/state.safetensors and
 saved every few minutes, so a killed run resumes where it stopped; `kill <pid>` (SIGTERM)
 ends a run after its current step with the state saved. Progress and loss go
 to stdout and runs/<task>/log.txt. On a CUDA machine the same commands use the GPU.
+STARTER_RUNS=<folder> keeps the state elsewhere, so an experiment can start from a copy
+of runs/<task>/ without touching the main run.
 """
 from __future__ import annotations
 
