@@ -7,14 +7,14 @@ lands in the asked cell.
     python -m playground.starter.probe_position --why
     python -m playground.starter.probe_position [--why] --state runs/text2img/state.safetensors
 
-`--state` probes a text2img training state (its current, not EMA, UNet and text encoder
-weights over the shipped folder): a quick check that a run is moving position.
-
 If the model follows the cell words, the nine mean centres spread over the picture (the
 true renders' centres are about 0.17, 0.5 and 0.83 in each direction); if it ignores
 them, they all sit in one spot and the "spread" line is near 0.
 
-`--why` measures the three things a position word needs on its way to the picture:
+`--state` probes a text2img training state (its current, not EMA, UNet and text encoder
+weights over the shipped folder): a quick check that a run is moving position.
+
+`--why` measures what a position word needs on its way to the picture:
   1. at which noise levels the noisy latent still shows where the object is (if it does
      up to t = 999, a model can learn to read the place from the noise instead);
   2. whether the UNet's features, where cross-attention reads the prompt, know where
