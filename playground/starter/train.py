@@ -254,7 +254,7 @@ def loss_weight(sched, t: torch.Tensor) -> torch.Tensor:
     """Per-sample weight of the noise-prediction error. An error of e in the predicted
     noise is an error of e / sqrt(SNR) in the predicted picture, so plain noise loss
     weighs the picture by SNR: about 0.005 at t = 999, where nothing but the prompt can
-    say where an object goes. X0_FLOOR keeps the picture's weight at least that high."""
+    say where an object goes. With X0_FLOOR set, the picture weighs at least X0_FLOOR."""
     w = min_snr_weight(sched, t)
     if X0_FLOOR:
         ac = sched.alphas_cumprod.to(t.device)[t]
