@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from .world import CELLS, cell_of
+from .world import BASE, CELLS, cell_of
 
 PROMPT = "a small red circle {where}"
 
@@ -75,16 +75,14 @@ def one_object_latents(vae, n: int, seed: int = 7):
 
     import torch
 
+    from .train import encode_latents, to_tensor
     from .world import random_scene, render
 
     rng = random.Random(seed)
     scenes = [random_scene(rng, n_objects=1) for _ in range(n)]
-    pixels = torch.stack([torch.from_numpy(np.asarray(render(s), dtype=np.float32) / 127.5 - 1)
-                          .permute(2, 0, 1) for s in scenes])
     with torch.no_grad():
-        latents = torch.cat([vae.encode(pixels[i:i + 50].to(vae.dtype)).latent_dist.mode()
-                             for i in range(0, n, 50)])
-    return scenes, latents.float() * vae.config.scaling_factor
+        latents = encode_latents(vae, torch.stack([to_tensor(render(s)) for s in scenes]))
+    return scenes, latents.float()
 
 
 def place_from_noisy_latent(latent, box, t_alpha_bar: float, generator) -> str:
@@ -161,17 +159,19 @@ def position_r2(features: np.ndarray, ridge: float = 0.1) -> float:
     return float(1 - ((test @ w - truth) ** 2).sum() / (truth ** 2).sum())
 
 
-def prompt_gap(tokenizer, text_encoder, a: str, b: str) -> float:
-    """Distance between the text encoder's outputs for two prompts (all 77 positions)."""
+def encoded(pipe, prompt: str):
+    """The text encoder's output for `prompt`, padded to the tokenizer's full length."""
     import torch
 
-    def encode(p):
-        ids = tokenizer([p], padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-        with torch.no_grad():
-            return text_encoder(ids)[0].float()
+    ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return pipe.text_encoder(ids)[0]
 
-    return float((encode(a) - encode(b)).norm())
+
+def prompt_gap(pipe, a: str, b: str) -> float:
+    """Distance between the text encoder's outputs for two prompts (all 77 positions)."""
+    return float((encoded(pipe, a) - encoded(pipe, b)).float().norm())
 
 
 def predicted_picture_gap(pipe, a: str, b: str, t: int = 999, samples: int = 16) -> float:
@@ -179,13 +179,7 @@ def predicted_picture_gap(pipe, a: str, b: str, t: int = 999, samples: int = 16)
     a and b, from the same pure-noise latents."""
     import torch
 
-    def encode(p):
-        ids = pipe.tokenizer([p], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        with torch.no_grad():
-            return pipe.text_encoder(ids)[0]
-
-    ca, cb = encode(a), encode(b)
+    ca, cb = encoded(pipe, a), encoded(pipe, b)
     alpha_bar = pipe.scheduler.alphas_cumprod[t]
     g = torch.Generator().manual_seed(0)
     size = pipe.unet.config.sample_size
@@ -226,34 +220,27 @@ class PipelinePictures:
         import torch
 
         return self.pipe(prompt, num_inference_steps=steps, guidance_scale=self.guidance,
-                         height=64, width=64, generator=torch.Generator().manual_seed(seed)).images[0]
+                         height=BASE, width=BASE, generator=torch.Generator().manual_seed(seed)).images[0]
 
 
 def why(pipe) -> None:
-    import torch
-
     ac = pipe.scheduler.alphas_cumprod
     print("1. Where the object is, read from the noisy latent by a matched filter "
           "(300 one-object renders; chance 0.11):")
     for t, share in place_visible(pipe.vae, ac, [999, 950, 900, 800, 600]).items():
         snr = float(ac[t] / (1 - ac[t]))
         print(f"   t {t:4d}  signal-to-noise {snr:.4f}  right cell {share:.2f}")
-    ids = pipe.tokenizer([PROMPT.format(where="in the top left")], padding="max_length",
-                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-    with torch.no_grad():
-        cond = pipe.text_encoder(ids)[0]
+    base, other_cell = PROMPT.format(where="in the top left"), PROMPT.format(where="in the bottom right")
+    other_colour = base.replace("red", "blue")
     print("2. Position R^2 of the features each cross-attention layer reads the prompt with "
           "(t 999, 64 noise samples):")
-    for name, f in cross_attention_inputs(pipe.unet, cond, 999, 64).items():
+    for name, f in cross_attention_inputs(pipe.unet, encoded(pipe, base), 999, 64).items():
         side = int(round(f.shape[1] ** 0.5))
         print(f"   {name:52s} {side:2d} x {side:<2d} R^2 {position_r2(f):.2f}")
-    base = PROMPT.format(where="in the top left")
-    cell = prompt_gap(pipe.tokenizer, pipe.text_encoder, base, PROMPT.format(where="in the bottom right"))
-    colour = prompt_gap(pipe.tokenizer, pipe.text_encoder, base, base.replace("red", "blue"))
+    cell, colour = prompt_gap(pipe, base, other_cell), prompt_gap(pipe, base, other_colour)
     print(f"3. Text encoder: 'top left' vs 'bottom right' {cell:.1f}, 'red' vs 'blue' {colour:.1f} "
           f"(ratio {cell / colour:.2f})")
-    cell = predicted_picture_gap(pipe, base, PROMPT.format(where="in the bottom right"))
-    colour = predicted_picture_gap(pipe, base, base.replace("red", "blue"))
+    cell, colour = predicted_picture_gap(pipe, base, other_cell), predicted_picture_gap(pipe, base, other_colour)
     print(f"4. Predicted clean latent at t 999 (16 noise samples): 'top left' vs 'bottom right' "
           f"{cell:.2f}, 'red' vs 'blue' {colour:.2f} (ratio {cell / colour:.2f})")
 
@@ -282,8 +269,9 @@ def main(argv=None):
     from .judge import Judge
 
     if args.state:
-        guidance = registry.default_guidance(registry.starter_entry(), "text_to_image")
-        pictures = PipelinePictures(text2img_pipeline(folder, args.state), guidance)
+        from .evaluate import default_guidance
+
+        pictures = PipelinePictures(text2img_pipeline(folder, args.state), default_guidance("text2img"))
     else:
         pictures = Playground(device="cpu")
     result = probe(pictures, Judge.load(), range(args.seeds), args.steps)
