@@ -76,3 +76,39 @@ def test_x0_weight_floor_raises_only_the_high_noise_weights():
     assert torch.all(floored * snr >= 0.5 - 1e-4)  # the picture's error weighs at least 0.5
     assert torch.equal(floored[snr >= 0.5], plain[snr >= 0.5])
     assert floored[-1] > 50 * plain[-1]  # t 999: SNR 0.005
+
+
+def test_low_noise_share_draws_that_share_of_levels_near_the_default():
+    torch.manual_seed(0)
+    plain = train.low_res_noise_levels(20000, 0.0, "cpu")
+    half = train.low_res_noise_levels(20000, 0.5, "cpu")
+    assert plain.min() >= 0 and plain.max() == 350 and half.max() == 350
+    near = (half <= 40).float().mean().item()
+    assert abs(near - (0.5 + 0.5 * 41 / 351)) < 0.02
+    assert abs((plain <= 40).float().mean().item() - 41 / 351) < 0.01
+
+
+def test_decoder_only_fine_tuning_keeps_the_encoder_and_the_scaling_factor(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    torch.manual_seed(0)
+    shipped, raw = models.build_vae(), models.build_vae()  # EMA and a raw encoder that differs
+    opt = torch.optim.AdamW(raw.parameters())
+    (tmp_path / "vae").mkdir()
+    path = str(tmp_path / "vae" / "state.safetensors")
+    train.save_state(path, {"vae": raw}, {"vae": train.Ema(shipped, 0.998)}, opt, step=10,
+                     extra={"scaling_factor": 0.75})
+
+    train.main(["vae", "--decoder-only", "--max-steps", "12", "--batch", "2", "--crop", "32"])
+
+    after = load_file(path)
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["step"] == "12" and float(f.metadata()["scaling_factor"]) == 0.75
+    before = shipped.state_dict()
+    for key, value in before.items():
+        if key.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(after[f"vae.{key}"], value), key
+            assert torch.allclose(after[f"ema_vae.{key}"], value), key
+    trained = raw.state_dict()["decoder.conv_out.weight"]
+    assert not torch.equal(after["vae.decoder.conv_out.weight"], trained)  # the decoder did learn

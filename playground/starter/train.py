@@ -305,6 +305,8 @@ def captions_for(scenes, rng, p_empty=0.1):
 def train_vae(args, device):
     vae = models.build_vae().to(device)
     ema = Ema(vae, 0.998)
+    if args.decoder_only:
+        return train_vae_decoder(args, device, vae, ema)
     loop = Loop("vae", args, {"vae": vae}, {"vae": ema}, list(vae.parameters()))
     rng = random.Random(1000 + loop.step)
 
@@ -335,6 +337,47 @@ def train_vae(args, device):
     loop.save()
     log("vae", f"scaling_factor {1 / std:.4f}; L1 on 64 px renders "
                f"{vae_l1(final, imgs[:64].to(device)):.4f}")
+
+
+def train_vae_decoder(args, device, vae, ema):
+    """Fine-tune the decoder alone, the encoder frozen: every latent any model has learned
+    keeps its meaning (and the scaling factor stays), only the pictures drawn from latents
+    get sharper and truer in colour. Crops come from 64 px renders (the 64 px models) and
+    256 px renders (the upscaler), half each."""
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(RUNS, "vae", "state.safetensors"), "pt") as f:
+        extra = {"scaling_factor": json.loads(f.metadata()["scaling_factor"])}
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    loop = Loop("vae", args, {"vae": vae}, {"vae": ema}, params, extra)
+    frozen = ("encoder.", "quant_conv.")  # the shipped (EMA) encoder, so latents match the UNets'
+    vae.load_state_dict({k: v for k, v in ema.shadow.items() if k.startswith(frozen)}, strict=False)
+    log("vae", f"decoder-only fine-tuning from step {loop.step}")
+    rng = random.Random(7000 + loop.step)
+
+    def batch():
+        crops = []
+        for i in range(args.batch):
+            size = 64 if i % 2 else 256
+            img = to_tensor(render(random_scene(rng), size))
+            c = min(args.crop, size)
+            x, y = 4 * rng.randrange(0, (size - c) // 4 + 1), 4 * rng.randrange(0, (size - c) // 4 + 1)
+            crops.append(img[:, y:y + c, x:x + c])
+        return torch.stack(crops).to(device)
+
+    def loss_fn(step):
+        x = batch()
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        y = vae.decode(z).sample
+        return (y - x).abs().mean() + F.mse_loss(y, x)
+
+    loop.run(loss_fn)
+    final = ema_module(ema, models.build_vae).to(device).eval()
+    imgs = torch.stack([to_tensor(render(random_scene(random.Random(i)), 64)) for i in range(64)]).to(device)
+    log("vae", f"L1 on 64 px renders {vae_l1(final, imgs):.4f}")
 
 
 @torch.no_grad()
@@ -503,7 +546,7 @@ def train_inpaint(args, device):
 def upscale_cache(n: int, crop: int, vae, seed: int):
     """Pairs for the upscaler: a random crop (side `crop` px) of a scene drawn at 256 px,
     as VAE latents, with the same area of the scene area-downsampled to 64 px."""
-    path = os.path.join(RUNS, "cache", f"upscale{crop}.safetensors")
+    path = os.path.join(RUNS, "cache", f"upscale{crop}_{n}.safetensors")
     if os.path.exists(path):
         t = load_file(path)
         return t["latents"].float(), t["lows"].float()
@@ -526,6 +569,15 @@ def upscale_cache(n: int, crop: int, vae, seed: int):
     return lat, lows
 
 
+def low_res_noise_levels(n: int, low_share: float, device) -> torch.Tensor:
+    """Noise levels for the upscaler's low-res input: uniform over 0-350 (the pipeline's
+    max_noise_level), except a `low_share` of them uniform over 0-40, around the default
+    20 that most pictures are upscaled at."""
+    level = torch.randint(0, 351, (n,), device=device)
+    low = torch.rand(n, device=device) < low_share
+    return torch.where(low, torch.randint(0, 41, (n,), device=device), level)
+
+
 def train_upscale(args, device):
     from diffusers import DDPMScheduler
 
@@ -544,7 +596,7 @@ def train_upscale(args, device):
         x, y = rng.randrange(0, side - c + 1), rng.randrange(0, side - c + 1)
         z = lat[idx][:, :, y:y + c, x:x + c].to(device)
         low = lows[idx][:, :, y:y + c, x:x + c].to(device)
-        level = torch.randint(0, 351, (len(idx),), device=device)
+        level = low_res_noise_levels(len(idx), args.low_noise_share, device)
         low = low_sched.add_noise(low, torch.randn_like(low), level)
         with torch.no_grad():
             # crops show part of a scene, so the upscaler mostly learns without a caption
@@ -697,7 +749,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--crop", type=int, default=32, help="VAE training crop (px)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="vae: fine-tune the decoder alone (encoder frozen, latents keep their meaning)")
     ap.add_argument("--crop-up", type=int, default=24, help="upscaler training crop (low-res px)")
+    ap.add_argument("--low-noise-share", type=float, default=0.0,
+                    help="upscale: share of samples whose low-res noise level is drawn from 0-40 "
+                         "(around the pipeline's default 20) instead of 0-350")
     ap.add_argument("--cache", type=int, default=20000, help="scenes cached for the 64 px models")
     ap.add_argument("--cache-up", type=int, default=1500, help="256 px scene crops cached for the upscaler")
     ap.add_argument("--freeze-text", action="store_true",
