@@ -112,3 +112,18 @@ def test_decoder_only_fine_tuning_keeps_the_encoder_and_the_scaling_factor(tmp_p
             assert torch.allclose(after[f"ema_vae.{key}"], value), key
     trained = raw.state_dict()["decoder.conv_out.weight"]
     assert not torch.equal(after["vae.decoder.conv_out.weight"], trained)  # the decoder did learn
+
+
+def test_trained_minutes_count_the_shipped_minutes_after_a_fresh_clone(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "log.txt").write_text(
+        "[01:00:00] vae: step 50 loss 0.1 (3.0 min, 1.0 s/step)\n"
+        "[01:00:00] vae: stopped at step 50\n"  # an older run, before the weights shipped
+        "[02:00:00] vae: state recreated from the shipped weights at step 844 after 19.5 min\n"
+        "[02:00:01] vae: resumed at step 844\n"
+        "[02:10:00] vae: step 900 loss 0.02 (10.0 min, 1.6 s/step)\n"
+        "[02:12:00] vae: stopped at step 950\n"
+        "[03:00:00] vae: resumed at step 950\n"
+        "[03:01:00] vae: step 1000 loss 0.02 (1.5 min, 1.6 s/step)\n")
+    assert train.trained_minutes("vae") == 31.0

@@ -698,7 +698,9 @@ def trained_minutes(task: str) -> float:
         return 0.0
     with open(path) as f:
         for line in f:
-            if " min, " in line:
+            if "state recreated from the shipped weights" in line and " after " in line:
+                total, last = float(line.rsplit(" after ", 1)[1].split(" min")[0]), 0.0
+            elif " min, " in line:
                 last = float(line.rsplit("(", 1)[1].split(" min")[0])
             elif "stopped at step" in line or "resumed at step" in line:
                 total, last = total + last, 0.0
@@ -716,7 +718,8 @@ def state_from_shipped(task: str, weights: str) -> bool:
     if not (os.path.isdir(folder) and os.path.exists(info)):
         return False
     with open(info) as f:
-        step = json.load(f)["steps"].get(task, 0)
+        shipped = json.load(f)
+    step, minutes = shipped["steps"].get(task, 0), shipped.get("minutes", {}).get(task, 0.0)
     if not step:
         return False
     f32 = dict(torch_dtype=torch.float32)
@@ -733,7 +736,7 @@ def state_from_shipped(task: str, weights: str) -> bool:
     opt = torch.optim.AdamW([p for m in mods.values() for p in m.parameters()])
     os.makedirs(os.path.join(RUNS, task), exist_ok=True)
     save_state(os.path.join(RUNS, task, "state.safetensors"), mods, emas, opt, step, extra)
-    log(task, f"state recreated from the shipped weights at step {step}")
+    log(task, f"state recreated from the shipped weights at step {step} after {minutes} min")
     return True
 
 
