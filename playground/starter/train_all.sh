@@ -4,7 +4,10 @@
 # raise the minutes to train longer. Usage: bash playground/starter/train_all.sh [scale]
 # (scale multiplies every stage's minutes; on a CUDA machine the same commands use the GPU).
 # Every stage trains with offset noise (--offset-noise 0.1, the default); text2img also
-# keeps each object's words' cross-attention inside its box (--attention-loss 0.01). The shipped
+# keeps each object's words' cross-attention inside its box (--attention-loss 0.01); the
+# upscaler weighs its predicted picture's error at every noise level (--x0-weight-floor 1)
+# and trains half its samples near the default noise level 20; the VAE's decoder is then
+# sharpened alone (--decoder-only: the encoder, and so every latent, stays). The shipped
 # weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Continuing
 # text2img after layout/inpaint exist needs --freeze-text (they use its text encoder).
 set -euo pipefail
@@ -18,5 +21,6 @@ $T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01
 $T layout   --minutes "$(m 30)" --batch 32 &
 $T inpaint  --minutes "$(m 30)" --batch 32 --threads 1
 wait
-$T upscale  --minutes "$(m 20)" --batch 16
+$T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000
+$T vae      --minutes "$(m 10)" --batch 32 --crop 64 --decoder-only --lr 3e-4
 $T export
