@@ -95,6 +95,7 @@ def test_quick_run_updates_a_card(tmp_path):
     assert "(written by" not in text
     assert "| text-to-image | single: colour |" in text and "| super-resolution | PSNR bicubic (dB) |" in text
     assert "| super-resolution | PSNR VAE round trip, the model's ceiling (dB) |" in text
+    assert "| VAE (renders) | PSNR round trip, 64 px renders (dB) |" in text
     defaults = Registry(device="cpu")
     for task, section in ev.SECTIONS.items():  # each model ran at the playground's default guidance
         task_key = {folder: key for key, folder in STARTER_FOLDERS.items()}[task]
