@@ -73,7 +73,8 @@ def test_pipelines_share_one_tokenizer_text_encoder_and_vae():
 
 COLOUR_SEEDS = (0, 1, 2, 3)
 # of 32 (8 colours x 4 seeds; chance is about 1 in 7, under 5 of 32), at the model's default
-# guidance (3): measured 25 with the weights of text2img step 15767 (26 at step 14678, 22 at
+# guidance (3): measured 25 with the weights of text2img step 15767, with the VAE decoder of
+# step 844 and of step 2697 alike (26 at step 14678, 22 at
 # step 10935, where guidance 7.5 gave 17). MODEL_CARD.md has the full figures.
 COLOUR_PROMPTS_RIGHT = 18
 
