@@ -26,21 +26,20 @@ def one_step_psnr(pipe, truth: Image.Image, levels=LEVELS, seed: int = 0) -> lis
     from ..teach.forward import unit_range_to_picture
     from . import models
     from .evaluate import psnr
-    from .train import to_tensor
+    from .probe_position import encoded
+    from .train import encode_latents, to_tensor
 
     g = torch.Generator().manual_seed(seed)
     vae, unet, sched = pipe.vae, pipe.unet, models.build_scheduler()
     low = to_tensor(truth.resize((truth.width // 4, truth.height // 4), Image.BOX))[None]
     level = torch.tensor([LOW_RES_NOISE])
     low = pipe.low_res_scheduler.add_noise(low, torch.randn(low.shape, generator=g), level)
-    ids = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         return_tensors="pt").input_ids
-    cond = pipe.text_encoder(ids)[0]
-    z0 = vae.encode(to_tensor(truth)[None]).latent_dist.mode() * vae.config.scaling_factor
+    cond = encoded(pipe, "")
+    z0 = encode_latents(vae, to_tensor(truth)[None])
     out = []
     for t in levels:
         ac = sched.alphas_cumprod[t]
-        zt = ac.sqrt() * z0 + (1 - ac).sqrt() * torch.randn(z0.shape, generator=g)
+        zt = sched.add_noise(z0, torch.randn(z0.shape, generator=g), torch.tensor([t]))
         eps = unet(torch.cat([zt, low], 1), torch.tensor([t]), cond, class_labels=level).sample
         guess = (zt - (1 - ac).sqrt() * eps) / ac.sqrt()
         picture = vae.decode(guess / vae.config.scaling_factor).sample[0].clamp(-1, 1)

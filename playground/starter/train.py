@@ -180,15 +180,19 @@ def device_of(args) -> torch.device:
 
 # ---------------------------------------------------------------- shared parts
 
-def trained_vae(device) -> torch.nn.Module:
-    path = os.path.join(RUNS, "vae", "state.safetensors")
-    vae = models.build_vae()
-    tensors = load_file(path)
-    vae.load_state_dict({k[len("ema_vae."):]: v for k, v in tensors.items() if k.startswith("ema_vae.")})
+def vae_scaling_factor() -> float:
+    """The latent scale saved with the VAE's training state (1.0 before it was measured)."""
     from safetensors import safe_open
-    with safe_open(path, "pt") as f:
-        scale = json.loads(f.metadata().get("scaling_factor", "1.0"))
-    vae.register_to_config(scaling_factor=scale)
+
+    with safe_open(os.path.join(RUNS, "vae", "state.safetensors"), "pt") as f:
+        return json.loads(f.metadata().get("scaling_factor", "1.0"))
+
+
+def trained_vae(device) -> torch.nn.Module:
+    vae = models.build_vae()
+    tensors = load_file(os.path.join(RUNS, "vae", "state.safetensors"))
+    vae.load_state_dict({k[len("ema_vae."):]: v for k, v in tensors.items() if k.startswith("ema_vae.")})
+    vae.register_to_config(scaling_factor=vae_scaling_factor())
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -344,10 +348,7 @@ def train_vae_decoder(args, device, vae, ema):
     keeps its meaning (and the scaling factor stays), only the pictures drawn from latents
     get sharper and truer in colour. Crops come from 64 px renders (the 64 px models) and
     256 px renders (the upscaler), half each."""
-    from safetensors import safe_open
-
-    with safe_open(os.path.join(RUNS, "vae", "state.safetensors"), "pt") as f:
-        extra = {"scaling_factor": json.loads(f.metadata()["scaling_factor"])}
+    extra = {"scaling_factor": vae_scaling_factor()}
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
