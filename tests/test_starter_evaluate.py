@@ -111,6 +111,8 @@ def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
     ev.main(["--quick", "--tasks", "inpaint", "--guidance", "2"])
     out = capsys.readouterr().out
     assert "| inpainting | guidance | 2.000 |" in out and "text-to-image" not in out
+    assert "| inpainting | right inside mask, captions of one object |" in out
+    assert "| inpainting | right inside mask, captions of 2-3 objects |" in out
     assert open(ev.CARD).read() == before
     with pytest.raises(SystemExit):
         ev.main(["--tasks", "paint"])

@@ -330,7 +330,11 @@ def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, lis
     readings = judge.read_many(results)
     scores = [score_object_in_box(c.extra["target"], {"colour": 1, "shape": 1, "size": 1}, r)
               for c, r in zip(cases, readings)]
+    alone = [s["all stated"] for c, s in zip(cases, scores) if len(c.scene.objects) == 1]
+    among = [s["all stated"] for c, s in zip(cases, scores) if len(c.scene.objects) > 1]
     figures = {"attributes right inside mask": mean(s["all stated"] for s in scores),
+               "right inside mask, captions of one object": mean(alone),
+               "right inside mask, captions of 2-3 objects": mean(among),
                "colour inside mask": mean(s["colour"] for s in scores),
                "shape inside mask": mean(s["shape"] for s in scores),
                "largest change outside mask, raw (/255)": max(raw_change),
