@@ -2,6 +2,9 @@
 even when it regroups its parameters (the layout run gives its gated layers their own rate)."""
 from __future__ import annotations
 
+import argparse
+
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -127,3 +130,25 @@ def test_trained_minutes_count_the_shipped_minutes_after_a_fresh_clone(tmp_path,
         "[03:00:00] vae: resumed at step 950\n"
         "[03:01:00] vae: step 1000 loss 0.02 (1.5 min, 1.6 s/step)\n")
     assert train.trained_minutes("vae") == 31.0
+
+
+def test_anneal_to_lowers_the_rate_linearly_over_the_run(tmp_path, monkeypatch):
+    assert train.annealed(3e-4, 0.0, 0.1) == 3e-4
+    assert train.annealed(3e-4, 2.0, 0.1) == pytest.approx(3e-5)  # never below the end rate
+    assert train.annealed(3e-4, 0.5, 0.1) == pytest.approx(3e-4 * 0.55)
+    assert train.annealed(3e-4, 0.7, 1.0) == 3e-4  # the default keeps it constant
+
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    args = argparse.Namespace(lr=1e-2, anneal_to=0.1, minutes=60, max_steps=500)
+    model = two_layers()
+    loop = train.Loop("toy", args, {"m": model}, {}, list(model.parameters()))
+    loop.step = 300  # resumed: the run's 200 steps are what the rate falls over
+    rates = []
+
+    def loss_fn(step):
+        rates.append(loop.opt.param_groups[0]["lr"])
+        return model(torch.ones(2, 3)).square().mean()
+
+    loop.run(loss_fn)
+    assert loop.step == 500 and rates[0] == pytest.approx(1e-2)
+    assert rates[100] == pytest.approx(1e-2 * 0.55) and rates[-1] == pytest.approx(1e-2 * (1 - 0.9 * 199 / 200))

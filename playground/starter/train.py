@@ -128,6 +128,13 @@ def lr_at(step: int, base: float, warmup: int = 200) -> float:
     return base * min(1.0, (step + 1) / warmup)
 
 
+def annealed(lr: float, done: float, anneal_to: float) -> float:
+    """`lr` falling linearly to `anneal_to` times itself as the run goes from done = 0 to 1
+    (anneal_to 1: constant). A lower rate at the end of a run settles the weights the
+    constant rate keeps stirring."""
+    return lr * (1.0 - (1.0 - anneal_to) * min(1.0, max(0.0, done)))
+
+
 class Loop:
     """Time- and step-bounded training loop with periodic resumable saves."""
 
@@ -143,12 +150,15 @@ class Loop:
 
     def run(self, loss_fn):
         args, t0, last_save, losses = self.args, time.time(), time.time(), []
+        first_step = self.step
         stop_asked = []  # `kill <pid>` ends the run after this step, with its state saved
         signal.signal(signal.SIGTERM, lambda *_: stop_asked.append(True))
         while (self.step < args.max_steps and time.time() - t0 < args.minutes * 60
                and not stop_asked):
+            done = max((time.time() - t0) / (args.minutes * 60),
+                       (self.step - first_step) / max(1, args.max_steps - first_step))
             for g in self.opt.param_groups:
-                g["lr"] = lr_at(self.step, args.lr) * g.get("lr_scale", 1.0)
+                g["lr"] = annealed(lr_at(self.step, args.lr), done, args.anneal_to) * g.get("lr_scale", 1.0)
             loss = loss_fn(self.step)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -752,6 +762,9 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=10 ** 9, help="stop at this total step")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--anneal-to", type=float, default=1.0,
+                    help="learning rate at the end of this run, as a multiple of --lr, reached "
+                         "linearly over --minutes or --max-steps, whichever ends the run first (1: constant)")
     ap.add_argument("--crop", type=int, default=32, help="VAE training crop (px)")
     ap.add_argument("--decoder-only", action="store_true",
                     help="vae: fine-tune the decoder alone (encoder frozen, latents keep their meaning)")
