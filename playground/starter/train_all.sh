@@ -7,7 +7,8 @@
 # keeps each object's words' cross-attention inside its box (--attention-loss 0.01); the
 # upscaler weighs its predicted picture's error at every noise level (--x0-weight-floor 1)
 # and trains half its samples near the default noise level 20; the VAE's decoder is then
-# sharpened alone (--decoder-only: the encoder, and so every latent, stays). The shipped
+# sharpened alone (--decoder-only: the encoder, and so every latent, stays). Each UNet
+# stage ends with its learning rate falling to a tenth (--anneal-to 0.1). The shipped
 # weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Continuing
 # text2img after layout/inpaint exist needs --freeze-text (they use its text encoder).
 set -euo pipefail
@@ -17,10 +18,11 @@ m() { python -c "print($1 * $s)"; }
 export OMP_WAIT_POLICY=PASSIVE
 T="python -m playground.starter.train"
 $T vae      --minutes "$(m 18)" --batch 32 --crop 32
-$T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01
-$T layout   --minutes "$(m 30)" --batch 32 &
-$T inpaint  --minutes "$(m 30)" --batch 32 --threads 1
+$T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01 --anneal-to 0.1
+$T layout   --minutes "$(m 30)" --batch 32 --anneal-to 0.1 &
+$T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --anneal-to 0.1
 wait
-$T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000
+$T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
+            --anneal-to 0.1
 $T vae      --minutes "$(m 10)" --batch 32 --crop 64 --decoder-only --lr 3e-4
 $T export
