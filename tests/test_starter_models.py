@@ -140,3 +140,17 @@ def test_upscaler_vae_decodes_like_the_shared_vae_at_its_forced_scale():
     assert (a - b).abs().max().item() < 0.02
     again = up.encode(render_batch()).latent_dist.mode() * up.config.scaling_factor
     assert torch.allclose(again, latents, atol=0.02)
+
+
+def test_each_shipped_pipeline_starts_with_its_chosen_scheduler():
+    """DPM++ 2M for the 64 px models; Euler for the upscaler (closer to the true picture at
+    20 steps, see MODEL_CARD.md), and the playground's scheduler menu starts there."""
+    from playground.registry import Registry
+    from playground.starter.models import build_default_scheduler
+
+    registry = Registry(device="cpu")
+    for folder, task, name in [("text2img", "text_to_image", "DPM++ 2M"), ("inpaint", "inpaint", "DPM++ 2M"),
+                               ("upscale", "upscale", "Euler")]:
+        shipped = load(folder).scheduler
+        assert type(shipped) is type(build_default_scheduler(folder)), folder
+        assert registry.defaults("starter", task)["scheduler"] == name

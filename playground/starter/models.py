@@ -88,8 +88,10 @@ def build_scheduler():
                          clip_sample=False, steps_offset=1)
 
 
-def build_default_scheduler():
-    """The scheduler the shipped pipelines start with."""
-    from diffusers import DPMSolverMultistepScheduler
+def build_default_scheduler(task: str = "text2img"):
+    """The scheduler a shipped pipeline starts with: DPM++ 2M, except Euler for the upscaler,
+    which is about 0.1 dB closer to the true picture with it at 20 steps (MODEL_CARD.md)."""
+    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-    return DPMSolverMultistepScheduler.from_config(build_scheduler().config)
+    kind = EulerDiscreteScheduler if task == "upscale" else DPMSolverMultistepScheduler
+    return kind.from_config(build_scheduler().config)

@@ -662,7 +662,7 @@ def export(args):
     tok, te = trained_text("cpu", trainable=False)
     sched = models.build_default_scheduler()
     common = dict(vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched)
-    upscale_parts = dict(common, vae=upscaler_vae(vae))
+    upscale_parts = dict(common, vae=upscaler_vae(vae), scheduler=models.build_default_scheduler("upscale"))
     pipes = {
         "text2img": StableDiffusionPipeline(**common, unet=_ema_unet("text2img"), safety_checker=None,
                                             feature_extractor=None, requires_safety_checker=False),
