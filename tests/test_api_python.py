@@ -60,7 +60,8 @@ def test_size_mode_determinism_and_settings(starter, task):
     assert pixels(a).std() > 0, "a flat picture means nothing was generated"
     s = settings_of(a)
     assert s["task"] == task and s["model"] == "starter" and s["seed"] == 7
-    assert s["steps"] == STEPS and s["scheduler"] == "DPM++ 2M"
+    own_scheduler = "Euler" if task == "upscale" else "DPM++ 2M"  # each starter model's default
+    assert s["steps"] == STEPS and s["scheduler"] == own_scheduler
     assert s["guidance"] == starter.defaults("starter", task)["guidance"]  # the model's own
     assert (s["width"], s["height"]) == OUT_SIZE[task]
     assert s["seconds"] > 0 and {"torch", "diffusers", "transformers"} <= set(s["versions"])
