@@ -1,4 +1,4 @@
-"""The text2img training loss that keeps each object's words' cross-attention inside
+"""The training loss (text2img, inpaint) that keeps each object's words' cross-attention inside
 that object's box: which words belong to which object, box coverage on a grid, the loss
 itself, and a recording processor that computes exactly what diffusers' does."""
 import random
@@ -79,3 +79,36 @@ def test_recorded_weights_are_diffusers_attention_with_gradients():
     assert torch.allclose(probs.sum(-1), torch.ones(3, 16), atol=1e-6)
     probs[:, :, 0].sum().backward()
     assert layer.to_q.weight.grad is not None and layer.to_q.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["text2img", "inpaint"])
+def test_training_adds_the_weighted_outside_share_and_it_reaches_the_unet(tokenizer, kind):
+    """train.AttentionSupervision, as text2img and inpaint training use it: weight 0 leaves
+    the loss alone; otherwise the loss grows by weight x the outside share, and that share's
+    gradient reaches the cross-attention keys."""
+    from conftest import tiny_unet
+
+    from playground.starter.train import AttentionSupervision
+    from playground.starter.world import Obj, Scene
+
+    torch.manual_seed(0)
+    unet = tiny_unet(kind)
+    scenes = [Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))]),
+              Scene("black", [Obj("blue", "square", (0.5, 0.5, 1.0, 1.0)),
+                              Obj("green", "triangle", (0.0, 0.5, 0.5, 1.0))])]
+    texts = ["a red circle in the top left", "a blue square and a green triangle"]
+    cond = torch.randn(2, 16, 32)
+    sample = torch.randn(2, unet.config.in_channels, 8, 8)
+
+    assert AttentionSupervision(kind, unet, tokenizer, 0.0).added_to(
+        torch.tensor(1.0), 0, texts, scenes, 16) == 1.0
+
+    supervised = AttentionSupervision(kind, unet, tokenizer, 0.5)
+    supervised.start_pass()
+    unet(sample, 10, encoder_hidden_states=cond)
+    total = supervised.added_to(torch.tensor(0.0), 0, texts, scenes, 16)
+    assert 0 < supervised.history[-1] < 1
+    assert total.item() == pytest.approx(0.5 * supervised.history[-1])
+    total.backward()
+    key = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.weight
+    assert key.grad is not None and key.grad.abs().sum() > 0

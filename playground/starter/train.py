@@ -412,27 +412,44 @@ def train_text2img(args, device):
         te.load_state_dict(emas["text"].shadow)
         te.requires_grad_(False)
 
-    recorder = attention_loss.record_cross_attention(unet) if args.attention_loss else None
-    attention_losses = []
+    attention = AttentionSupervision("text2img", unet, tok, args.attention_loss)
 
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
         batch_scenes = [scenes[i] for i in idx]
         texts = captions_for(batch_scenes, rng)
         cond = te(tokens(tok, texts, device))[0]
-        if recorder is not None:
-            recorder.records.clear()
+        attention.start_pass()
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond)
-        if recorder is None:
-            return loss
-        boxes, valid = attention_loss.token_targets(tok, texts, batch_scenes, cond.shape[1])
-        outside = attention_loss.outside_box_loss(recorder.records, boxes, valid)
-        attention_losses.append(outside.item())
-        if (step + 1) % 50 == 0:
-            log("text2img", f"attention outside the boxes {np.mean(attention_losses[-50:]):.3f}")
-        return loss + args.attention_loss * outside
+        return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
 
     loop.run(loss_fn)
+
+
+class AttentionSupervision:
+    """--attention-loss: beside the noise loss, the share of each object's words'
+    cross-attention that falls outside its box (attention_loss.py), times `weight`.
+    For inpainting it ties each named object to where it is, so the model can tell which
+    of the caption's objects the mask hides."""
+
+    def __init__(self, task: str, unet, tok, weight: float):
+        self.task, self.tok, self.weight = task, tok, weight
+        self.recorder = attention_loss.record_cross_attention(unet) if weight else None
+        self.history: list[float] = []
+
+    def start_pass(self) -> None:
+        if self.recorder is not None:
+            self.recorder.records.clear()
+
+    def added_to(self, loss, step: int, texts, scenes, n_tokens: int):
+        if self.recorder is None:
+            return loss
+        boxes, valid = attention_loss.token_targets(self.tok, texts, scenes, n_tokens)
+        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid)
+        self.history.append(outside.item())
+        if (step + 1) % 50 == 0:
+            log(self.task, f"attention outside the boxes {np.mean(self.history[-50:]):.3f}")
+        return loss + self.weight * outside
 
 
 def gligen_inputs(scenes, rng, tok, te, device, max_objs=30, p_drop=0.1):
@@ -539,17 +556,21 @@ def train_inpaint(args, device):
     sched = models.build_scheduler()
     loop = Loop("inpaint", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
     rng = random.Random(4000 + loop.step)
+    attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
 
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
         batch_scenes = [scenes[i] for i in idx]
         images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes]).to(device)
         masks = torch.stack([random_mask(rng, s) for s in batch_scenes]).to(device)
+        texts = captions_for(batch_scenes, rng)
         with torch.no_grad():
-            cond = te(tokens(tok, captions_for(batch_scenes, rng), device))[0]
+            cond = te(tokens(tok, texts, device))[0]
             masked = encode_latents(vae, images * (masks < 0.5)).to(device)
         small = F.interpolate(masks, size=lat.shape[-2:])
-        return diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
+        attention.start_pass()
+        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
+        return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
 
     loop.run(loss_fn)
 
@@ -777,8 +798,8 @@ def main(argv=None):
     ap.add_argument("--freeze-text", action="store_true",
                     help="text2img: keep the text encoder fixed (once other models use it)")
     ap.add_argument("--attention-loss", type=float, default=0.0,
-                    help="text2img: weight of the loss keeping each object's words' "
-                         "cross-attention inside its box (see attention_loss.py)")
+                    help="text2img, inpaint: weight of the loss keeping each object's "
+                         "words' cross-attention inside its box (see attention_loss.py)")
     ap.add_argument("--x0-weight-floor", type=float, default=0.0,
                     help="least weight of the predicted picture's error at any noise level "
                          "(0: plain min-SNR noise loss; see loss_weight)")
