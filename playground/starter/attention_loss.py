@@ -10,7 +10,8 @@ follows token-level attention supervision for compositional text-to-image traini
 
 Without it the small model learned colours and shapes through attention spread evenly
 over the picture, so position words barely acted (grid cell right 3% of the time) and
-its cross-attention maps taught nothing.
+its cross-attention maps taught nothing. Inpainting trains with the same loss (its
+captions name every object, the mask hides one of them).
 """
 from __future__ import annotations
 
