@@ -119,6 +119,23 @@ def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
     assert "--tasks takes a comma-separated subset" in capsys.readouterr().err
 
 
+def test_another_step_count_prints_and_leaves_the_card_and_the_setting_alone(capsys, monkeypatch):
+    before, seen = open(ev.CARD).read(), []
+    real = ev.eval_upscale
+
+    def eval_upscale(pipe, n, guidance):
+        seen.append(ev.STEPS)
+        return real(pipe, n, guidance)
+
+    monkeypatch.setattr(ev, "eval_upscale", eval_upscale)
+    ev.main(["--quick", "--tasks", "upscale", "--steps", "3"])
+    assert seen == [3] and "(3 steps;" in capsys.readouterr().out
+    assert open(ev.CARD).read() == before and ev.STEPS == ev.TARGET_STEPS == 20
+    with pytest.raises(SystemExit):
+        ev.main(["--tasks", "upscale", "--steps", "0"])
+    assert "--steps takes a whole number of at least 1" in capsys.readouterr().err
+
+
 def test_position_probe_measures_how_far_the_cell_words_move_the_object():
     from playground.starter import probe_position as pp
 
