@@ -79,6 +79,16 @@ def test_scheduler_changes_the_result(starter, task):
     assert differ(a, b)
 
 
+def with_unet_batches(unet, make):
+    """`make()`'s result and the set of batch sizes `unet` ran at meanwhile."""
+    batches = set()
+    hook = unet.register_forward_pre_hook(lambda module, args: batches.add(args[0].shape[0]))
+    try:
+        return make(), batches
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_steps_and_guidance_reach_the_pipeline(starter, task):
     seen = []
@@ -90,28 +100,19 @@ def test_steps_and_guidance_reach_the_pipeline(starter, task):
     assert [s for s, _ in seen] == [1, 2, 3, 4] and {t for _, t in seen} == {4}
     assert differ(few, more)
     unet = starter.registry.pipeline("starter", task).unet
-    batches = []
-    hook = unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
-    try:
-        no_guidance = call(starter, task, steps=4, scheduler="DDIM", guidance=1.0)
-    finally:
-        hook.remove()
-    assert set(batches) == {1}  # guidance 1: no unconditional half in the UNet's batch
+    no_guidance, batches = with_unet_batches(unet, lambda: call(starter, task, steps=4, scheduler="DDIM",
+                                                                guidance=1.0))
+    assert batches == {1}  # guidance 1: no unconditional half in the UNet's batch
     if task != "upscale":  # the starter upscaler was trained without captions: text barely moves it
         # 7.5, not the default, and for inpainting a Shapes render, not noise: into this
         # noise the inpainting model (step 21,810) paints almost the same fill with and
         # without the prompt's push (0.8% of values moved at 7.5, none at 3)
-        image = {"image": render(Scene("white", [Obj("blue", "square", (0.6, 0.6, 0.9, 0.9))]), 64)}
-        plain = call(starter, task, steps=4, scheduler="DDIM", guidance=1.0,
-                     **(image if task == "inpaint" else {}))
-        batches.clear()
-        hook = unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
-        try:
-            strong = call(starter, task, steps=4, scheduler="DDIM", guidance=7.5,
-                          **(image if task == "inpaint" else {}))
-        finally:
-            hook.remove()
-        assert set(batches) == {2}  # the prompt's and the unconditional half
+        shapes = render(Scene("white", [Obj("blue", "square", (0.6, 0.6, 0.9, 0.9))]), 64)
+        image = {"image": shapes} if task == "inpaint" else {}
+        plain = call(starter, task, steps=4, scheduler="DDIM", guidance=1.0, **image)
+        strong, batches = with_unet_batches(unet, lambda: call(starter, task, steps=4, scheduler="DDIM",
+                                                               guidance=7.5, **image))
+        assert batches == {2}  # the prompt's and the unconditional half
         assert differ(strong, plain)
     assert settings_of(no_guidance)["guidance"] == 1.0
 

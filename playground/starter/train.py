@@ -429,8 +429,8 @@ def train_text2img(args, device):
 class AttentionSupervision:
     """--attention-loss: beside the noise loss, the share of each object's words'
     cross-attention that falls outside its box (attention_loss.py), times `weight`.
-    For inpainting it ties each named object to where it is, so the model can tell which
-    of the caption's objects the mask hides."""
+    Inpainting trains with it too, meant to help the model tell which of the caption's
+    objects the mask hides; it barely did (MODEL_CARD.md, "Attention on the boxes")."""
 
     def __init__(self, task: str, unet, tok, weight: float):
         self.task, self.tok, self.weight = task, tok, weight
