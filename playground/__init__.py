@@ -85,7 +85,7 @@ class Playground:
     # ------------------------------------------------------------------ the four tasks
 
     def text_to_image(self, prompt: str, negative_prompt: str = "", model: str = "starter",
-                      scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
+                      scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       num_images: int = 1, control: RunControl | None = None):
         """Make a picture from a caption.
@@ -97,7 +97,8 @@ class Playground:
             model: a name from `models("text_to_image")`.
             scheduler: a name from `schedulers(model, "text_to_image")`; None = the
                 model's default.
-            steps: denoising steps, 1..150.
+            steps: denoising steps, 1..150; None = the model's default
+                (`defaults(model, task)["steps"]`: 20, the starter upscaler 4).
             guidance: classifier-free guidance scale, 0..30 (<= 1 turns it off); None =
                 the model's default (`defaults(model, task)["guidance"]`).
             seed: 0..2**32-1, or -1 for a random one (the one used is in the settings).
@@ -116,7 +117,7 @@ class Playground:
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",
-                        scheduler: str | None = None, steps: int = 20, guidance: float | None = None,
+                        scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                         seed: int = -1, control: RunControl | None = None):
         """Make a picture with given objects in given boxes (GLIGEN).
 
@@ -137,7 +138,7 @@ class Playground:
             guidance=guidance, seed=seed, control=control)
 
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
-                model: str = "starter", scheduler: str | None = None, steps: int = 20,
+                model: str = "starter", scheduler: str | None = None, steps: int | None = None,
                 guidance: float | None = None, strength: float = 1.0, seed: int = -1,
                 control: RunControl | None = None):
         """Repaint the masked part of a picture.
@@ -160,7 +161,7 @@ class Playground:
             guidance=guidance, strength=strength, seed=seed, control=control)
 
     def upscale(self, image, prompt: str = "", negative_prompt: str = "",
-                model: str = "starter", scheduler: str | None = None, steps: int = 20,
+                model: str = "starter", scheduler: str | None = None, steps: int | None = None,
                 guidance: float | None = None, noise_level: int = 20, seed: int = -1,
                 control: RunControl | None = None):
         """Make a picture 4 times larger (x4 super-resolution).

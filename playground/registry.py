@@ -74,9 +74,13 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # 1 (no unconditional pass) makes it faster (3.6 s instead of 6.2 s on one CPU thread).
 STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64),
                    "guidance": {"text_to_image": 3.0, "layout_to_image": 7.5, "inpaint": 3.0,
-                                "upscale": 1.0}}
+                                "upscale": 1.0},
+                   # the starter upscaler's pictures come closest to the truth at 3-4 Euler
+                   # steps (MODEL_CARD.md, Super-resolution): more steps add made-up detail
+                   "steps": {"upscale": 4}}
 DEFAULT_MAX_BOXES = 30  # what diffusers' GLIGEN pipeline takes
 DEFAULT_GUIDANCE = 7.5  # diffusers' default for the text-guided pipelines
+DEFAULT_STEPS = 20
 
 
 # ---------------------------------------------------------------- entries
@@ -186,6 +190,12 @@ def default_guidance(entry: ModelEntry, task: str) -> float:
     if isinstance(option, dict):
         return float(option.get(task, DEFAULT_GUIDANCE))
     return DEFAULT_GUIDANCE if option is None else float(option)
+
+
+def default_steps(entry: ModelEntry, task: str) -> int:
+    """`entry`'s default step count for `task`: its `steps` option (starter models only),
+    else 20."""
+    return int(entry.options.get("steps", {}).get(task, DEFAULT_STEPS))
 
 
 def _tasks_of_source(src: Source) -> tuple[str, ...]:
@@ -422,7 +432,7 @@ class Registry:
         vae_factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
         native = unet.get("sample_size", 64) * vae_factor
         out = {"scheduler": schedulers.name_of(self.scheduler_config(model, task)),
-               "steps": 20, "guidance": default_guidance(entry, task),
+               "steps": default_steps(entry, task), "guidance": default_guidance(entry, task),
                "width": native, "height": native,
                # beyond 4x its native size a model only gets slow and incoherent
                "size_multiple": 8, "max_side": min(2048, 4 * native), "steps_range": (1, 150),

@@ -226,6 +226,17 @@ def test_models_schedulers_defaults(starter):
     up = starter.defaults("starter", "upscale")
     assert up["input_size"] == (64, 64) and up["max_noise_level"] == 350
     assert (up["width"], up["height"]) == (256, 256)
+    # the starter upscaler comes closest to the truth at a few steps (MODEL_CARD.md)
+    assert {task: starter.defaults("starter", task)["steps"] for task in TASKS} == {
+        "text_to_image": 20, "layout_to_image": 20, "inpaint": 20, "upscale": 4}
+
+
+def test_a_run_without_steps_takes_the_models_default(starter):
+    seen = []
+    control = RunControl(on_progress=lambda step, total: seen.append(total))
+    assert settings_of(starter.upscale(picture(), seed=1, control=control))["steps"] == 4
+    assert set(seen) == {4}
+    assert settings_of(starter.upscale(picture(), seed=1, steps=6))["steps"] == 6
 
 
 def test_tiny_local_models_run_every_task(tiny_playground):

@@ -164,3 +164,11 @@ def test_client_example_runs_against_the_app(server, tmp_path):
     results = example.main(["--url", server[1], "--steps", "2", "--out", str(tmp_path)])
     assert sorted(results) == sorted(TASKS)
     assert Image.open(tmp_path / "upscale.png").size == (256, 256)
+
+
+def test_a_request_without_steps_takes_the_models_default(client, pictures):
+    request = request_for("upscale", pictures)
+    del request["steps"]
+    image, settings = call(client, "upscale", **request)
+    assert settings["steps"] == Registry(device="cpu").defaults("starter", "upscale")["steps"] == 4
+    assert image.size == EXPECTED_SIZE["upscale"]

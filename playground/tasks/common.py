@@ -33,6 +33,8 @@ def check_common(registry: Registry, task: str, model, scheduler, steps, guidanc
                                   "one of: " + ", ".join(allowed))
     if guidance is None:
         guidance = registry.defaults(model, task)["guidance"]
+    if steps is None:
+        steps = registry.defaults(model, task)["steps"]
     return {"model": model, "scheduler": scheduler or None, "steps": checks.steps(steps),
             "guidance": checks.guidance(guidance), "seed": run.check_seed(seed)}
 
