@@ -137,9 +137,12 @@ def assert_progress_was_shown(seen: list[str]) -> None:
     assert all(text.endswith("[bar]") for text in steps), "no progress bar beside the count"
 
 
-def assert_guidance_is_the_models_default(page: Page, tab: str, task: str) -> None:
-    shown = page.locator(f"#{tab}-guidance input[type=number]").first.input_value()
-    assert float(shown) == Registry(device="cpu").defaults("starter", task)["guidance"]
+def assert_sliders_start_at_the_models_defaults(page: Page, tab: str, task: str) -> None:
+    """Guidance and steps (the starter upscaler starts at 4 steps, the rest at 20)."""
+    defaults = Registry(device="cpu").defaults("starter", task)
+    for slider in ("guidance", "steps"):
+        shown = page.locator(f"#{tab}-{slider} input[type=number]").first.input_value()
+        assert float(shown) == defaults[slider], slider
 
 
 def workers_of(tab: str) -> list[threading.Thread]:
@@ -149,7 +152,7 @@ def workers_of(tab: str) -> list[threading.Thread]:
 # ---------------------------------------------------------------- the tabs
 
 def test_text_to_image_tab(page):
-    assert_guidance_is_the_models_default(page, "t2i", "text_to_image")
+    assert_sliders_start_at_the_models_defaults(page, "t2i", "text_to_image")
     page.fill("#t2i-prompt textarea", "a blue square")
     set_number(page, "t2i-seed", 5)
     seen = generate(page, "t2i")
@@ -219,7 +222,7 @@ def test_inpaint_tab_paints_a_mask(page):
 
 def test_upscale_tab_shows_input_and_output_side_by_side(page):
     open_tab(page, "upscale")
-    assert_guidance_is_the_models_default(page, "upscale", "upscale")
+    assert_sliders_start_at_the_models_defaults(page, "upscale", "upscale")
     page.get_by_role("button", name="Use an example picture").last.click()
     page.wait_for_selector("#upscale-input img")
     seen = generate(page, "upscale")
