@@ -31,10 +31,10 @@ def check_common(registry: Registry, task: str, model, scheduler, steps, guidanc
         if scheduler not in allowed:
             raise checks.BadInput(f"unknown scheduler {scheduler!r}; for model {model!r} choose "
                                   "one of: " + ", ".join(allowed))
-    if guidance is None:
-        guidance = registry.defaults(model, task)["guidance"]
-    if steps is None:
-        steps = registry.defaults(model, task)["steps"]
+    if guidance is None or steps is None:
+        defaults = registry.defaults(model, task)
+        guidance = defaults["guidance"] if guidance is None else guidance
+        steps = defaults["steps"] if steps is None else steps
     return {"model": model, "scheduler": scheduler or None, "steps": checks.steps(steps),
             "guidance": checks.guidance(guidance), "seed": run.check_seed(seed)}
 

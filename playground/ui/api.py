@@ -76,7 +76,7 @@ class ApiEndpoints:
                       seed: int = -1, width: int | None = None,
                       height: int | None = None) -> tuple[FileData, dict]:
         """Make a picture from a caption. Returns (PNG, settings used)."""
-        yield from self._stream("text_to_image", self._steps(steps, model, "text_to_image"), lambda control: self.pg.text_to_image(
+        yield from self._stream("text_to_image", steps, lambda control: self.pg.text_to_image(
             prompt, negative_prompt, model=model, scheduler=scheduler, steps=steps,
             guidance=guidance, seed=seed, width=width, height=height, control=control))
 
@@ -86,7 +86,7 @@ class ApiEndpoints:
                         guidance: float | None = None, seed: int = -1) -> tuple[FileData, dict]:
         """Put one object per phrase in its box ([x0, y0, x1, y1], fractions 0..1 of the
         picture). Returns (PNG, settings used)."""
-        yield from self._stream("layout_to_image", self._steps(steps, model, "layout_to_image"), lambda control: self.pg.layout_to_image(
+        yield from self._stream("layout_to_image", steps, lambda control: self.pg.layout_to_image(
             prompt, phrases, boxes, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, control=control))
 
@@ -97,7 +97,7 @@ class ApiEndpoints:
         """Repaint where the mask is white (same size as the image; black = keep).
         Returns (PNG, settings used)."""
         picture, mask_picture = uploaded_picture(image, "image"), uploaded_picture(mask, "mask")
-        yield from self._stream("inpaint", self._steps(steps, model, "inpaint"), lambda control: self.pg.inpaint(
+        yield from self._stream("inpaint", steps, lambda control: self.pg.inpaint(
             picture, mask_picture, prompt, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, strength=strength, seed=seed,
             control=control))
@@ -108,21 +108,12 @@ class ApiEndpoints:
                 seed: int = -1) -> tuple[FileData, dict]:
         """Make a picture 4 times larger. Returns (PNG, settings used)."""
         picture = uploaded_picture(image, "image")
-        yield from self._stream("upscale", self._steps(steps, model, "upscale"), lambda control: self.pg.upscale(
+        yield from self._stream("upscale", steps, lambda control: self.pg.upscale(
             picture, prompt, negative_prompt=negative_prompt, model=model, scheduler=scheduler,
             steps=steps, guidance=guidance, noise_level=noise_level, seed=seed,
             control=control))
 
     # ------------------------------------------------------------ helpers
-
-    def _steps(self, steps, model, task: str):
-        """The step count the run will take, for its progress: `steps`, or the model's default."""
-        if steps is not None:
-            return steps
-        try:
-            return self.pg.defaults(model, task)["steps"]
-        except PlaygroundError:  # an unknown model: the run itself says so
-            return 1
 
     def _stream(self, name: str, steps, call: Callable) -> Iterator[tuple[FileData | None, dict]]:
         """Run `call(control)`; yield step updates, then (PNG, settings). Closing this
