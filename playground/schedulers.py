@@ -79,10 +79,11 @@ def compatible_names(config) -> list[str]:
     return names
 
 
-def build(name: str | None, config, seed: int):
+def build(name: str | None, config, seed: int, steps: int | None = None):
     """A new scheduler instance: catalogue `name` over the model's `config`, or the
     model's own scheduler when `name` is None. `seed` fixes stochastic samplers whose
-    noise does not come from the pipeline's generator (DPM++ SDE's Brownian tree)."""
+    noise does not come from the pipeline's generator (DPM++ SDE's Brownian tree).
+    `steps` is the run's step count; see `one_step_spacing`."""
     config = as_config(config)
     if name is None:
         cls = getattr(diffusers, config["_class_name"])
@@ -96,5 +97,21 @@ def build(name: str | None, config, seed: int):
         cls = getattr(diffusers, class_name)
     if cls.__name__ == "DPMSolverSDEScheduler":
         overrides = {**overrides, "noise_sampler_seed": seed}
+    if steps == 1:
+        overrides = {**overrides, **one_step_spacing(config)}
     config = {k: v for k, v in config.items() if k != "_class_name"}
     return cls.from_config(config, **overrides)
+
+
+ONE_STEP = {"timestep_spacing": "trailing"}
+
+
+def one_step_spacing(config: dict) -> dict:
+    """Overrides for a one-step run. With "linspace" or "leading" timestep spacing (the
+    usual Stable Diffusion configs) one step samples at t 0 or 1, the clean end of the
+    schedule, so the picture comes back as the starting noise. "trailing" spacing puts
+    that step at the noisy end (t 999), where sampling has to start; for more steps the
+    model's own spacing is kept."""
+    if config.get("timestep_spacing", "trailing") == "trailing":
+        return {}
+    return ONE_STEP

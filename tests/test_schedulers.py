@@ -53,3 +53,32 @@ def test_every_scheduler_runs_and_changes_the_picture(tiny_playground):
         results[name] = pixels.astype(np.int16)
     assert not np.array_equal(results["DDIM"], results["Euler a"])
     assert not np.array_equal(results["DPM++ 2M"], results["DPM++ 2M Karras"])
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading"])
+def test_one_step_starts_at_the_noisy_end_and_more_steps_keep_the_models_spacing(spacing):
+    # linspace/leading put a single step at t 0 or 1: the run would return its starting noise
+    config = {**schedulers.as_config(build_default_scheduler()), "timestep_spacing": spacing}
+    config.pop("_use_default_values", None)  # else another class takes its own default spacing
+    for name in schedulers.all_names():
+        one = schedulers.build(name, config, seed=1, steps=1)
+        one.set_timesteps(1)
+        assert int(one.timesteps[0]) >= 990, (name, one.timesteps)
+        twenty = schedulers.build(name, config, seed=1, steps=20)
+        assert twenty.config.get("timestep_spacing", spacing) == spacing, name
+
+
+def test_a_one_step_upscale_is_a_picture_not_noise(starter):
+    from PIL import Image
+
+    from playground.starter.evaluate import psnr
+    from playground.starter.world import random_scene, render
+    import random
+
+    truth = render(random_scene(random.Random(77)), 256)
+    low = truth.resize((64, 64), Image.BOX)
+    bicubic = psnr(low.resize((256, 256), Image.BICUBIC), truth)
+    for name in ["Euler", "DDIM"]:  # with the shipped linspace spacing these returned noise (-24 dB)
+        image = starter.upscale(low, scheduler=name, steps=1, seed=0)
+        assert settings_of(image)["steps"] == 1 and settings_of(image)["scheduler"] == name
+        assert psnr(image, truth) > bicubic - 1.0, name

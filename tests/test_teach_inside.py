@@ -67,6 +67,10 @@ def test_noise_schedule_shows_the_samplers_steps(starter):
     assert ((rgb[..., 0] > 200) & (rgb[..., 1] < 60)).sum() > 20
 
 
+def test_a_one_step_schedule_visits_the_noisy_end_as_a_run_does(starter):
+    assert starter.noise_schedule("Euler", steps=1)["visited_t"] == [999.0]
+
+
 # ---------------------------------------------------------------- filmstrip
 
 @pytest.mark.parametrize("scheduler", [None, "Euler a"])
@@ -190,6 +194,17 @@ def test_show_code_for_layout_makes_the_same_pixels(starter, tmp_path, monkeypat
     image = starter.layout_to_image("a red circle", ["a red circle"], [[0.1, 0.1, 0.5, 0.5]],
                                     steps=4, seed=4)
     (tmp_path / "remake.py").write_text(starter.show_code(settings_of(image)))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
+    remade = Image.open(tmp_path / "result.png").convert("RGB")
+    assert np.array_equal(pixels(remade), pixels(image))
+
+
+def test_show_code_for_one_step_makes_the_same_pixels(starter, tmp_path, monkeypatch):
+    image = starter.text_to_image("a red circle", steps=1, seed=3, scheduler="Euler")
+    script = starter.show_code(image)
+    assert "timestep_spacing='trailing'" in script  # the one-step spacing the run used
+    (tmp_path / "remake.py").write_text(script)
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
     remade = Image.open(tmp_path / "result.png").convert("RGB")

@@ -526,13 +526,14 @@ def train_layout(args, device):
     loop.run(loss_fn)
 
 
-def random_mask(rng: random.Random, scene: Scene, size: int = 64) -> torch.Tensor:
-    """White (1) = repaint: a box or blob over one object, or over empty background."""
+def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: bool = False) -> torch.Tensor:
+    """White (1) = repaint: a box or blob over one object, or over empty background
+    (always over an object when `over_object`)."""
     from PIL import Image, ImageDraw
 
     m = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(m)
-    if scene.objects and rng.random() < 0.75:
+    if scene.objects and (over_object or rng.random() < 0.75):
         x0, y0, x1, y1 = rng.choice(scene.objects).box
         pad = rng.uniform(0.02, 0.1)
         box = [max(0, x0 - pad), max(0, y0 - pad), min(1, x1 + pad), min(1, y1 + pad)]
@@ -557,12 +558,21 @@ def train_inpaint(args, device):
     loop = Loop("inpaint", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
     rng = random.Random(4000 + loop.step)
     attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
+    crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
+
+    def draw():
+        """(scene index, mask over an object?): with probability --binding-share a scene of
+        2-3 objects with one of them hidden, where the caption must say which one is missing."""
+        if args.binding_share and rng.random() < args.binding_share:
+            return rng.choice(crowded), True
+        return rng.randrange(len(scenes)), False
 
     def loss_fn(step):
-        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
+        drawn = [draw() for _ in range(args.batch)]
+        idx = [i for i, _ in drawn]
         batch_scenes = [scenes[i] for i in idx]
         images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes]).to(device)
-        masks = torch.stack([random_mask(rng, s) for s in batch_scenes]).to(device)
+        masks = torch.stack([random_mask(rng, scenes[i], over_object=o) for i, o in drawn]).to(device)
         texts = captions_for(batch_scenes, rng)
         with torch.no_grad():
             cond = te(tokens(tok, texts, device))[0]
@@ -805,6 +815,8 @@ def main(argv=None):
                          "(0: plain min-SNR noise loss; see loss_weight)")
     ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
                     help="per-channel constant added to the training noise (0: plain noise)")
+    ap.add_argument("--binding-share", type=float, default=0.0,
+                    help="inpaint: share of samples that hide one object of a 2-3-object scene")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
     ap.add_argument("--device", default="auto")

@@ -51,7 +51,7 @@ def execute(registry: Registry, task: str, common: dict, settings: dict,
     model = common["model"]
     shared = registry.pipeline(model, task)
     seed = run.resolve_seed(common["seed"])
-    scheduler = schedulers.build(common["scheduler"], shared.scheduler, seed)
+    scheduler = schedulers.build(common["scheduler"], shared.scheduler, seed, common["steps"])
     pipe = run.request_pipeline(shared, scheduler)
     if task != "upscale" and prompts:  # the upscaler's prompt is optional
         settings["warnings"] += checks.empty_prompt_warning(prompts.get("prompt", ""))

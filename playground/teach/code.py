@@ -26,14 +26,17 @@ def model_location(registry, settings: dict) -> tuple[str, str | None]:
         return settings.get("source", model), settings.get("revision")
 
 
-def scheduler_lines(name: str, seed: int) -> tuple[str, str]:
-    """(class name, the line that sets pipe.scheduler) for a catalogue name."""
+def scheduler_lines(name: str, seed: int, steps: int) -> tuple[str, str]:
+    """(class name, the line that sets pipe.scheduler) for a catalogue name, as a run of
+    `steps` steps built it (schedulers.one_step_spacing)."""
     if name in schedulers.CATALOGUE:
         class_name, overrides = schedulers.CATALOGUE[name]
     else:
         class_name, overrides = name, {}
     if class_name == "DPMSolverSDEScheduler":
         overrides = {**overrides, "noise_sampler_seed": seed}
+    if steps == 1:
+        overrides = {**overrides, **schedulers.ONE_STEP}
     args = "".join(f", {k}={v!r}" for k, v in overrides.items())
     return class_name, f"pipe.scheduler = {class_name}.from_config(pipe.scheduler.config{args})"
 
@@ -50,7 +53,8 @@ def show_code(registry, settings: dict) -> str:
                        "a result (settings_of(image))")
     location, revision = model_location(registry, settings)
     pipeline_class = PIPELINES[task]
-    scheduler_class, set_scheduler = scheduler_lines(settings["scheduler"], settings["seed"])
+    scheduler_class, set_scheduler = scheduler_lines(settings["scheduler"], settings["seed"],
+                                                   settings["steps"])
     dtype = settings.get("dtype", "float32")
     device = settings.get("device", "cpu")
     load_args = f"{location!r}, dtype=torch.{dtype}, use_safetensors=True"

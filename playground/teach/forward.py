@@ -43,9 +43,11 @@ class NoisedPicture:
                 "sigma": self.sigma, "seed": self.seed, "scheduler": self.scheduler}
 
 
-def training_scheduler(registry, model: str, task: str, scheduler: str | None):
-    """The catalogue scheduler `scheduler` (None = the model's own) over the model's config."""
-    return schedulers.build(scheduler or None, registry.scheduler_config(model, task), 0)
+def training_scheduler(registry, model: str, task: str, scheduler: str | None,
+                       steps: int | None = None):
+    """The catalogue scheduler `scheduler` (None = the model's own) over the model's config,
+    as a run of `steps` steps builds it."""
+    return schedulers.build(scheduler or None, registry.scheduler_config(model, task), 0, steps)
 
 
 def alphas_cumprod(scheduler) -> torch.Tensor:
@@ -105,8 +107,8 @@ def noise_schedule(registry, *, model: str = "starter", scheduler: str | None = 
                    steps: int = 20, task: str = "text_to_image") -> dict:
     """The schedule as numbers: alpha_bar and sigma for every training step t, and the
     (t, alpha_bar) points the chosen sampler visits when run with `steps` steps."""
-    sched = training_scheduler(registry, model, task, scheduler)
     steps = checks.steps(steps)
+    sched = training_scheduler(registry, model, task, scheduler, steps)
     abar = alphas_cumprod(sched)
     sched.set_timesteps(steps)
     visited_t = [float(t) for t in sched.timesteps]
