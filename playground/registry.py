@@ -81,6 +81,7 @@ STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64),
 DEFAULT_MAX_BOXES = 30  # what diffusers' GLIGEN pipeline takes
 DEFAULT_GUIDANCE = 7.5  # diffusers' default for the text-guided pipelines
 DEFAULT_STEPS = 20
+PER_TASK_DEFAULTS = ("guidance", "steps")  # model options: one number, or {task: number}
 
 
 # ---------------------------------------------------------------- entries
@@ -103,8 +104,8 @@ class ModelEntry:
     """A named model: per task, where its pipeline comes from.
 
     dtype/device: None = the registry's choice. options: max_boxes (layout),
-    upscale_input_size ((w, h) the upscaler's input is resized to, or None), guidance
-    (the default guidance scale: one number, or {task: number})."""
+    upscale_input_size ((w, h) the upscaler's input is resized to, or None), guidance and
+    steps (the default guidance scale and step count: one number, or {task: number})."""
     name: str
     sources: dict[str, Source]
     dtype: str | None = None
@@ -140,8 +141,9 @@ def make_entry(name: str | None, source: str, tasks=None, revision: str | None =
         raise BadInput(f"unknown dtype {dtype!r}; use one of: float32, float16, bfloat16")
     if device is not None and not re.match(r"^(cpu|mps|cuda(:\d+)?)$", device):
         raise BadInput(f"unknown device {device!r}; use cpu, mps, cuda or cuda:N")
-    if "guidance" in options:
-        options["guidance"] = _checked_guidance_option(options["guidance"])
+    for key in PER_TASK_DEFAULTS:
+        if key in options:
+            options[key] = _checked_default_option(key, options[key])
     if source == "starter":
         entry = starter_entry()
         if name:
@@ -170,32 +172,40 @@ def make_entry(name: str | None, source: str, tasks=None, revision: str | None =
     return ModelEntry(name, {t: src for t in tasks}, dtype, device, options)
 
 
-def _checked_guidance_option(value):
-    """A default guidance: one number for every task, or {task: number}."""
-    from .tasks.checks import GUIDANCE_RANGE
-    low, high = GUIDANCE_RANGE
+def _checked_default_option(key: str, value):
+    """A model's default `key` ("guidance" or "steps"): one number for every task, or
+    {task: number}."""
+    from .tasks.checks import GUIDANCE_RANGE, STEPS_RANGE
+    low, high = GUIDANCE_RANGE if key == "guidance" else STEPS_RANGE
+    kind = "a number" if key == "guidance" else "a whole number"
     per_task = value if isinstance(value, dict) else {None: value}
     checked = {}
-    for task, scale in per_task.items():
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not low <= scale <= high:
-            raise BadInput(f"default guidance must be a number from {low} to {high}, got {scale!r}")
-        checked[None if task is None else task_name(task)] = float(scale)
+    for task, number in per_task.items():
+        wrong_kind = (isinstance(number, bool) or not isinstance(number, (int, float))
+                      or (key == "steps" and number != int(number)))
+        if wrong_kind or not low <= number <= high:
+            raise BadInput(f"default {key} must be {kind} from {low} to {high}, got {number!r}")
+        number = float(number) if key == "guidance" else int(number)
+        checked[None if task is None else task_name(task)] = number
     return checked[None] if None in checked else checked
+
+
+def _default(entry: ModelEntry, task: str, key: str, fallback):
+    option = entry.options.get(key)
+    if isinstance(option, dict):
+        return option.get(task, fallback)
+    return fallback if option is None else option
 
 
 def default_guidance(entry: ModelEntry, task: str) -> float:
     """`entry`'s default guidance scale for `task`: its `guidance` option, else 7.5 (the
     diffusers pipelines' own default)."""
-    option = entry.options.get("guidance")
-    if isinstance(option, dict):
-        return float(option.get(task, DEFAULT_GUIDANCE))
-    return DEFAULT_GUIDANCE if option is None else float(option)
+    return float(_default(entry, task, "guidance", DEFAULT_GUIDANCE))
 
 
 def default_steps(entry: ModelEntry, task: str) -> int:
-    """`entry`'s default step count for `task`: its `steps` option (starter models only),
-    else 20."""
-    return int(entry.options.get("steps", {}).get(task, DEFAULT_STEPS))
+    """`entry`'s default step count for `task`: its `steps` option, else 20."""
+    return int(_default(entry, task, "steps", DEFAULT_STEPS))
 
 
 def _tasks_of_source(src: Source) -> tuple[str, ...]:
@@ -223,6 +233,7 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
     """Parse `--model` values:
 
         [NAME=]SOURCE[;tasks=TASK,TASK][;revision=REV][;dtype=float16][;device=cuda][;max_boxes=N]
+                     [;guidance=G][;steps=N]
 
     SOURCE is `starter`, a hub id (owner/name) or a local diffusers folder. Examples:
         stable-diffusion-v1-5/stable-diffusion-v1-5
@@ -236,19 +247,20 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
     for option in options:
         key, sep, value = option.partition("=")
         key = key.strip()
-        if not sep or key not in ("tasks", "revision", "dtype", "device", "max_boxes", "guidance"):
+        if not sep or key not in ("tasks", "revision", "dtype", "device", "max_boxes", *PER_TASK_DEFAULTS):
             raise BadInput(f"bad model option {option!r} in {flag!r}; options are "
-                           "tasks=, revision=, dtype=, device=, max_boxes=, guidance=")
+                           "tasks=, revision=, dtype=, device=, max_boxes=, guidance=, steps=")
         kwargs[key] = value.strip()
     if "tasks" in kwargs:
         kwargs["tasks"] = [t for t in kwargs["tasks"].split(",") if t.strip()]
     if "max_boxes" in kwargs:
         kwargs["max_boxes"] = int(kwargs["max_boxes"])
-    if "guidance" in kwargs:
-        try:
-            kwargs["guidance"] = float(kwargs["guidance"])
-        except ValueError:
-            raise BadInput(f"guidance= in {flag!r} must be a number, e.g. guidance=5") from None
+    for key, example in (("guidance", "guidance=5"), ("steps", "steps=8")):
+        if key in kwargs:
+            try:
+                kwargs[key] = float(kwargs[key])
+            except ValueError:
+                raise BadInput(f"{key}= in {flag!r} must be a number, e.g. {example}") from None
     if not source.strip():
         raise BadInput(f"model flag {flag!r} names no source")
     return make_entry(name.strip() or None, source.strip(), base_dir=base_dir, **kwargs)
@@ -266,6 +278,7 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
         tasks = ["text_to_image"]          # optional
         revision = "main"                  # optional; also dtype, device, max_boxes
         guidance = 7.5                     # optional default; or {text_to_image = 7.5, ...}
+        steps = 20                         # optional default; or {upscale = 4, ...}
 
         [[models]]
         name = "sd15"                       # same name again: adds tasks from another source
@@ -285,7 +298,7 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
     except (OSError, ValueError) as e:
         raise BadInput(f"cannot read models file {path}: {e}") from None
     base = os.path.dirname(os.path.abspath(path))
-    known = {"name", "source", "tasks", "revision", "dtype", "device", "max_boxes", "guidance"}
+    known = {"name", "source", "tasks", "revision", "dtype", "device", "max_boxes", *PER_TASK_DEFAULTS}
     merged: dict[str, ModelEntry] = {}
     for item in data.get("models", []):
         unknown = set(item) - known
@@ -294,13 +307,13 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
                            f"{', '.join(sorted(known - {'source'}))}; got {sorted(item)}")
         entry = make_entry(item.get("name"), item["source"], base_dir=base,
                            **{k: v for k, v in item.items() if k not in ("name", "source")})
-        if entry.name in merged:  # another source for more tasks; each keeps its guidance
+        if entry.name in merged:  # another source for more tasks; each keeps its defaults
             first = merged[entry.name]
-            guidance = {t: default_guidance(e, t) for e in (first, entry) for t in e.tasks
-                        if "guidance" in e.options}
+            defaults = {key: {t: value for e in (first, entry) for t in e.tasks
+                              if (value := _default(e, t, key, None)) is not None}
+                        for key in PER_TASK_DEFAULTS}
             first.sources.update(entry.sources)
-            if guidance:
-                first.options["guidance"] = guidance
+            first.options.update({key: d for key, d in defaults.items() if d})
         else:
             merged[entry.name] = entry
     allowed = [os.path.join(base, d) for d in data.get("allowed_dirs", [])]

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import torch
 
-from playground import ModelError, Playground, PlaygroundError, Registry, settings_of
+from playground import ModelError, Playground, PlaygroundError, Registry, RunControl, settings_of
 from playground.registry import (STARTER_DIR, TASKS, make_entry, parse_model_flag, pick_dtype,
                                  read_models_file)
 
@@ -270,3 +270,44 @@ def test_wrong_kind_of_model_for_a_task(tiny_models):
     registry = Registry([entry], device="cpu", allowed_dirs=[str(tiny_models)])
     with pytest.raises(ModelError, match="UNet takes 7 input channels, text_to_image needs 4"):
         registry.pipeline("up", "text_to_image")
+
+
+def test_a_model_can_bring_its_own_default_steps(tmp_path, tiny_models):
+    one = parse_model_flag(f"one={tiny_models / 'text2img'};steps=3;guidance=2")
+    assert one.options == {"steps": 3, "guidance": 2.0}
+    (tmp_path / "models.toml").write_text(f"""
+[[models]]
+name = "per_task"
+source = "{tiny_models / 'inpaint'}"
+steps = {{inpaint = 5}}
+
+[[models]]
+name = "per_task"
+source = "{tiny_models / 'text2img'}"
+tasks = ["text_to_image"]
+steps = 2
+guidance = 4
+""")
+    (per_task,), _ = read_models_file(str(tmp_path / "models.toml"))
+    registry = Registry([one, per_task], device="cpu", allowed_dirs=[str(tiny_models)])
+    assert registry.defaults("one", "text_to_image")["steps"] == 3
+    assert registry.defaults("per_task", "inpaint")["steps"] == 5
+    assert registry.defaults("per_task", "inpaint")["guidance"] == 7.5
+    assert registry.defaults("per_task", "text_to_image")["steps"] == 2
+    assert registry.defaults("per_task", "text_to_image")["guidance"] == 4.0
+    pg = Playground(registry)
+    totals = []
+    unset = pg.text_to_image("a red circle", model="one", seed=1,
+                             control=RunControl(on_progress=lambda i, n: totals.append(n)))
+    given = pg.text_to_image("a red circle", model="one", seed=1, steps=3)
+    assert settings_of(unset)["steps"] == 3 and set(totals) == {3}
+    assert np.array_equal(np.asarray(unset), np.asarray(given))
+    assert settings_of(pg.text_to_image("a red circle", model="one", seed=1, steps=5))["steps"] == 5
+    for bad, fragment in [("x=owner/m;tasks=t2i;steps=lots", "must be a number, e.g. steps=8"),
+                          ("x=owner/m;tasks=t2i;steps=2.5", "whole number from 1 to 150"),
+                          ("x=owner/m;tasks=t2i;steps=0", "whole number from 1 to 150"),
+                          ("x=owner/m;tasks=t2i;stepz=4", "guidance=, steps=")]:
+        with pytest.raises(PlaygroundError, match=fragment):
+            parse_model_flag(bad)
+    with pytest.raises(PlaygroundError, match="default steps"):
+        make_entry("x", "owner/m", tasks=["t2i"], steps={"t2i": True})
