@@ -136,6 +136,28 @@ def test_another_step_count_prints_and_leaves_the_card_and_the_setting_alone(cap
     assert "--steps takes a whole number of at least 1" in capsys.readouterr().err
 
 
+def test_a_larger_or_fresh_set_prints_and_leaves_the_card_and_the_sets_alone(capsys, monkeypatch):
+    before, usual, seen = open(ev.CARD).read(), dict(ev.SETS), []
+    real = ev.upscale_cases
+
+    def upscale_cases(n):
+        cases = real(n)
+        seen.append((n, ev.SETS["upscale"][0], [c.prompt for c in cases]))
+        return cases
+
+    monkeypatch.setattr(ev, "upscale_cases", upscale_cases)
+    monkeypatch.setattr(ev, "eval_upscale", lambda pipe, n, guidance: (
+        {"cases": len(upscale_cases(n))}, []))
+    ev.main(["--quick", "--tasks", "upscale", "--cases", "3"])
+    ev.main(["--quick", "--tasks", "upscale", "--seed-offset", "5"])
+    ev.main(["--quick", "--tasks", "upscale"])
+    (n3, seed3, three), (n1, seed1, fresh), (_, _, usual_one) = seen
+    assert (n3, seed3, n1, seed1) == (3, usual["upscale"][0], 1, usual["upscale"][0] + 5)
+    assert three[:1] == usual_one and fresh != usual_one  # the larger set starts with the usual cases
+    assert "upscale seed 7500006" in capsys.readouterr().out
+    assert open(ev.CARD).read() == before and ev.SETS == usual
+
+
 def test_position_probe_measures_how_far_the_cell_words_move_the_object():
     from playground.starter import probe_position as pp
 

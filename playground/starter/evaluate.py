@@ -4,6 +4,8 @@
     python -m playground.starter.evaluate --quick   # a few prompts (~1 minute), prints only
     python -m playground.starter.evaluate --tasks inpaint --guidance 3   # one task, one setting
     python -m playground.starter.evaluate --tasks upscale --steps 3      # another step count
+    python -m playground.starter.evaluate --tasks inpaint --cases 120    # a larger set
+    python -m playground.starter.evaluate --tasks upscale --seed-offset 2000000  # a fresh set
 
 Everything is plain diffusers: each pipeline loads from its folder under weights/ with
 `from_pretrained`, runs 20 steps with its default scheduler at the guidance the playground
@@ -582,26 +584,39 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=WEIGHTS)
     ap.add_argument("--card", default=None,
-                    help=f"card to update (default: {CARD} unless --quick, --tasks, --guidance or --steps)")
+                    help=f"card to update (default: {CARD} unless --quick, --tasks, --guidance, --steps, "
+                         "--cases or --seed-offset)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
     ap.add_argument("--guidance", type=float, default=None,
                     help="one guidance scale for every task (default: each task's playground default)")
     ap.add_argument("--steps", type=int, default=TARGET_STEPS,
                     help=f"denoising steps for every task (default {TARGET_STEPS}, the targets' "
                          "setting; any other count prints only)")
+    ap.add_argument("--cases", type=int, default=None,
+                    help="cases in every held-out set (default: each set's own size; the first "
+                         "cases are the usual ones; prints only)")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="added to every held-out set's seed: a fresh set drawn the same way "
+                         "(prints only)")
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps takes a whole number of at least 1; got {args.steps}")
+    if args.cases is not None and args.cases < 1:
+        ap.error(f"--cases takes a whole number of at least 1; got {args.cases}")
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if not tasks or any(t not in TASKS for t in tasks):
         ap.error(f"--tasks takes a comma-separated subset of {','.join(TASKS)}; got {args.tasks!r}")
     torch.set_num_threads(args.threads)
     global STEPS
-    STEPS = args.steps
+    STEPS, usual_sets = args.steps, dict(SETS)
+    SETS.update({name: (seed + args.seed_offset, args.cases or full, args.cases or quick)
+                 for name, (seed, full, quick) in usual_sets.items()})
     try:
         run(args, tasks)
     finally:
         STEPS = TARGET_STEPS
+        SETS.clear()
+        SETS.update(usual_sets)
 
 
 def run(args, tasks: tuple[str, ...]) -> None:
@@ -610,7 +625,8 @@ def run(args, tasks: tuple[str, ...]) -> None:
     print(figures_table(results))
     if tasks == TASKS:
         print(targets_table(results))
-    partial = args.quick or tasks != TASKS or args.guidance is not None or STEPS != TARGET_STEPS
+    partial = (args.quick or tasks != TASKS or args.guidance is not None or STEPS != TARGET_STEPS
+               or args.cases is not None or args.seed_offset != 0)
     card = args.card or (None if partial else CARD)
     if card:
         rows = save_examples(examples, os.path.join(os.path.dirname(os.path.abspath(card)), "card"))
@@ -623,7 +639,8 @@ def run(args, tasks: tuple[str, ...]) -> None:
                 f"text2img steps trained: {training_steps(args.weights).get('steps', {}).get('text2img', 'n/a')}.")
         write_card(card, results, pipes, rows, meta, args.weights)
         print("updated", card)
-    print(f"({STEPS} steps; {time.time() - t0:.0f} s)")
+    sets = ", ".join(f"{k} seed {v[0]}" for k, v in SETS.items())
+    print(f"({STEPS} steps; {time.time() - t0:.0f} s; held-out sets: {sets})")
 
 
 if __name__ == "__main__":
