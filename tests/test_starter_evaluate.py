@@ -124,12 +124,13 @@ def test_another_step_count_prints_and_leaves_the_card_and_the_setting_alone(cap
     real = ev.eval_upscale
 
     def eval_upscale(pipe, n, guidance):
-        seen.append(ev.STEPS)
+        seen.append((ev.STEPS, pipe.scheduler.config.timestep_spacing))
         return real(pipe, n, guidance)
 
     monkeypatch.setattr(ev, "eval_upscale", eval_upscale)
     ev.main(["--quick", "--tasks", "upscale", "--steps", "3"])
-    assert seen == [3] and "(3 steps;" in capsys.readouterr().out
+    ev.main(["--quick", "--tasks", "upscale", "--steps", "1"])  # as the playground runs one step
+    assert seen == [(3, "linspace"), (1, "trailing")] and "(3 steps;" in capsys.readouterr().out
     assert open(ev.CARD).read() == before and ev.STEPS == ev.TARGET_STEPS == 20
     with pytest.raises(SystemExit):
         ev.main(["--tasks", "upscale", "--steps", "0"])

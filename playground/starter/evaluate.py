@@ -8,7 +8,8 @@
     python -m playground.starter.evaluate --tasks upscale --seed-offset 2000000  # a fresh set
 
 Everything is plain diffusers: each pipeline loads from its folder under weights/ with
-`from_pretrained`, runs 20 steps with its default scheduler at the guidance the playground
+`from_pretrained`, runs 20 steps with its default scheduler (for one step, with the
+playground's one-step "trailing" timestep spacing) at the guidance the playground
 uses for the starter models by default (`registry.STARTER_OPTIONS`), and the judge reads the
 pictures. Prompts come from the world's caption grammar, so the scene is the ground truth.
 """
@@ -383,6 +384,7 @@ def eval_upscale(pipe, n: int, guidance: float) -> tuple[dict, list]:
                      "psnr_bicubic": psnr(bicubic, truth), "ssim_bicubic": ssim(bicubic, truth)})
         seconds.append(s)
     figures = {"PSNR model (dB)": mean(r["psnr"] for r in rows), "PSNR bicubic (dB)": mean(r["psnr_bicubic"] for r in rows),
+               "PSNR above bicubic (dB)": mean(r["psnr"] - r["psnr_bicubic"] for r in rows),
                "PSNR VAE round trip, the model's ceiling (dB)": mean(r["psnr_vae"] for r in rows),
                "SSIM model": mean(r["ssim"] for r in rows), "SSIM bicubic": mean(r["ssim_bicubic"] for r in rows),
                "seconds / picture": mean(seconds)}
@@ -549,12 +551,24 @@ SECTIONS = {"text2img": "text-to-image", "layout": "layout-to-image", "inpaint":
             "upscale": "super-resolution"}
 
 
+def use_one_step_spacing(pipe) -> None:
+    """What the playground does for a one-step run (schedulers.one_step_spacing): the shipped
+    "linspace" spacing would put the one step at t 0 and return the starting noise."""
+    from ..schedulers import one_step_spacing
+
+    config = dict(pipe.scheduler.config)
+    pipe.scheduler = type(pipe.scheduler).from_config(config, **one_step_spacing(config))
+
+
 def evaluate(quick: bool, weights: str = WEIGHTS, tasks=TASKS,
              guidance: float | None = None) -> tuple[dict, dict, dict]:
     """Figures, example rows and pipelines of `tasks`; guidance None = each task's default."""
     size = {name: spec[2 if quick else 1] for name, spec in SETS.items()}
     judge = Judge.load()
     pipes = {task: load_pipeline(task, weights) for task in tasks}
+    if STEPS == 1:
+        for pipe in pipes.values():
+            use_one_step_spacing(pipe)
     scale = {task: default_guidance(task) if guidance is None else guidance for task in tasks}
     results, examples = {}, {}
     results["judge (renders)"] = {k: v for k, v in judge_mod.accuracy(judge, n=300 if quick else 2000).items()
