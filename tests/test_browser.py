@@ -2,7 +2,8 @@
 served in this process with the starter models. Each tab generates (progress seen,
 picture fetched and checked by its pixels), a mask is painted, a box is drawn, Stop
 stops a run mid-way, a closed tab drops its queued run and stops its running one, "send
-to" carries a picture over, and the page logs no errors.
+to" carries a picture over, the Learn tab opens with a noised picture, and the page
+logs no errors.
 On failure, a screenshot of every tab goes to test-artifacts/ (gitignored)."""
 from __future__ import annotations
 
@@ -255,6 +256,20 @@ def test_stop_ends_the_run_mid_way(page, server):
 
     seen = generate(page, "t2i")  # the app serves the next run as usual
     assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+
+
+def test_learn_tab_opens_with_the_example_already_noised(page):
+    """The forward explorer shows x_t at t 300 before anything is touched: the same
+    pixels the Python API gives for the example picture."""
+    from playground import Playground
+
+    page.get_by_role("tab", name="Learn").click()
+    shown = picture_in(page, "#learn-fwd-noisy")
+    expected = Playground().forward_noise(example_picture(), 300, seed=0).noisy
+    assert np.array_equal(assert_real_picture(shown, expected.size),
+                          np.asarray(expected.convert("RGB"), dtype=np.int16))
+    numbers = page.locator("#learn-fwd-snr").inner_text()  # KaTeX: "t=300, ... SNR=1.442"
+    assert "t=300," in numbers and "SNR=" in numbers
 
 
 def test_bad_input_shows_the_core_message(page):

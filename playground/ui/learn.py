@@ -35,6 +35,22 @@ def forward_explorer(pg: Playground) -> None:
     gr.Markdown("## Forward noising: what training does to a picture")
     models = pg.models(TASK)
     model = models[0] if models else None
+
+    def show(picture, model, scheduler, t, seed):
+        result = call_core(pg.forward_noise, picture, t, scheduler=scheduler or None,
+                           model=model, seed=seed if seed is not None else 0)
+        schedule = call_core(forward.noise_schedule, pg.registry, model=model,
+                             scheduler=scheduler or None)
+        text = (f"$t = {result.t}$, $\\bar\\alpha_t = {result.alpha_bar:.4f}$, "
+                f"$\\mathrm{{SNR}} = {result.snr:.4g}$, $\\sigma_t = {result.sigma:.4g}$")
+        return (result.noisy, result.noise, text,
+                forward.schedule_plot(schedule, current_t=result.t))
+
+    # the page opens with the example picture already noised, so there is something to read
+    try:
+        first = show(example_picture_file(), model, None, 300, 0)
+    except gr.Error:  # e.g. a hub model whose schedule cannot be read offline: start empty
+        first = (None,) * 4
     with gr.Row():
         with gr.Column():
             image = gr.Image(value=example_picture_file(), type="pil", format="png",
@@ -47,23 +63,13 @@ def forward_explorer(pg: Playground) -> None:
             seed = gr.Number(0, precision=0, label="Noise seed")
         with gr.Column():
             with gr.Row():
-                noisy = gr.Image(label="x_t", format="png", height=200, interactive=False,
-                                 elem_id="learn-fwd-noisy")
-                noise = gr.Image(label="noise added", format="png", height=200,
+                noisy = gr.Image(first[0], label="x_t", format="png", height=200,
+                                 interactive=False, elem_id="learn-fwd-noisy")
+                noise = gr.Image(first[1], label="noise added", format="png", height=200,
                                  interactive=False)
-            numbers = gr.Markdown(elem_id="learn-fwd-snr",
+            numbers = gr.Markdown(first[2], elem_id="learn-fwd-snr",
                                   latex_delimiters=explain.LATEX_DELIMITERS)
-            plot = gr.Image(label="Noise schedule", format="png", interactive=False)
-
-    def show(picture, model, scheduler, t, seed):
-        result = call_core(pg.forward_noise, picture, t, scheduler=scheduler or None,
-                           model=model, seed=seed if seed is not None else 0)
-        schedule = call_core(forward.noise_schedule, pg.registry, model=model,
-                             scheduler=scheduler or None)
-        text = (f"$t = {result.t}$, $\\bar\\alpha_t = {result.alpha_bar:.4f}$, "
-                f"$\\mathrm{{SNR}} = {result.snr:.4g}$, $\\sigma_t = {result.sigma:.4g}$")
-        return (result.noisy, result.noise, text,
-                forward.schedule_plot(schedule, current_t=result.t))
+            plot = gr.Image(first[3], label="Noise schedule", format="png", interactive=False)
 
     inputs = [image, model_box, scheduler, t, seed]
     outputs = [noisy, noise, numbers, plot]
