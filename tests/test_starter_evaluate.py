@@ -216,3 +216,16 @@ def test_the_upscaler_guesses_the_clean_picture_well_at_every_noise_level():
     truth = render(case.scene, 4 * ev.BASE)
     early, late = one_step_psnr(ev.load_pipeline("upscale"), truth, levels=(999, 50))
     assert early > 28 and late > 34, (early, late)
+
+
+def test_colour_probe_counts_swaps_and_reads_the_pixel_colour():
+    from playground.starter import probe_colour as pc
+    from playground.starter.world import PALETTE, Obj, Scene, render
+
+    scene = Scene("white", [Obj("green", "square", (0.25, 0.25, 0.75, 0.75))])
+    assert pc.centre_colour(render(scene), (0.25, 0.25, 0.75, 0.75)) == PALETTE["green"]
+    cases = [ev.Case(scene, "a green square", seed=i) for i in range(3)]
+    readings = [{"objects": [{"colour": "green", "score": 0.9}]},
+                {"objects": [{"colour": "black", "score": 0.9}, {"colour": "green", "score": 0.2}]},
+                {"objects": []}]
+    assert pc.colour_mistakes(cases, readings) == {("green", "black"): 1, ("green", "no object"): 1}
