@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -152,3 +153,23 @@ def test_anneal_to_lowers_the_rate_linearly_over_the_run(tmp_path, monkeypatch):
     loop.run(loss_fn)
     assert loop.step == 500 and rates[0] == pytest.approx(1e-2)
     assert rates[100] == pytest.approx(1e-2 * 0.55) and rates[-1] == pytest.approx(1e-2 * (1 - 0.9 * 199 / 200))
+
+
+def test_binding_share_hides_one_object_of_a_crowded_scene():
+    import random
+
+    from playground.starter.train import inpaint_batch
+    from playground.starter.world import random_scene
+
+    rng = random.Random(3)
+    scenes = [random_scene(rng, n_objects=1 + i % 3) for i in range(30)]
+    crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
+    idx, masks = inpaint_batch(rng, scenes, crowded, 64, binding_share=1.0)
+    assert masks.shape == (64, 1, 64, 64) and set(idx) <= set(crowded)
+    for i, mask in zip(idx, masks):
+        ys, xs = np.nonzero(mask[0].numpy() > 0.5)
+        cx, cy = xs.mean() / 64, ys.mean() / 64  # the mask's centre is inside a hidden object's box
+        assert any(x0 - 0.02 <= cx <= x1 + 0.02 and y0 - 0.02 <= cy <= y1 + 0.02
+                   for x0, y0, x1, y1 in (o.box for o in scenes[i].objects))
+    idx, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
+    assert set(idx) - set(crowded)  # without it, one-object scenes come too

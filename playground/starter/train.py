@@ -546,6 +546,20 @@ def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: b
     return torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
 
 
+def inpaint_batch(rng: random.Random, scenes: list[Scene], crowded: list[int], n: int,
+                  binding_share: float) -> tuple[list[int], torch.Tensor]:
+    """Scene indices and masks for one batch. With probability `binding_share` a sample is
+    a scene of 2-3 objects (`crowded`) with one of them hidden, where the caption, which
+    names them all, must say which one is missing; otherwise any scene and any mask."""
+    idx, masks = [], []
+    for _ in range(n):
+        binding = binding_share > 0 and rng.random() < binding_share
+        i = rng.choice(crowded) if binding else rng.randrange(len(scenes))
+        idx.append(i)
+        masks.append(random_mask(rng, scenes[i], over_object=binding))
+    return idx, torch.stack(masks)
+
+
 def train_inpaint(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
@@ -560,19 +574,11 @@ def train_inpaint(args, device):
     attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
 
-    def draw():
-        """(scene index, mask over an object?): with probability --binding-share a scene of
-        2-3 objects with one of them hidden, where the caption must say which one is missing."""
-        if args.binding_share and rng.random() < args.binding_share:
-            return rng.choice(crowded), True
-        return rng.randrange(len(scenes)), False
-
     def loss_fn(step):
-        drawn = [draw() for _ in range(args.batch)]
-        idx = [i for i, _ in drawn]
+        idx, masks = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share)
         batch_scenes = [scenes[i] for i in idx]
         images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes]).to(device)
-        masks = torch.stack([random_mask(rng, scenes[i], over_object=o) for i, o in drawn]).to(device)
+        masks = masks.to(device)
         texts = captions_for(batch_scenes, rng)
         with torch.no_grad():
             cond = te(tokens(tok, texts, device))[0]
