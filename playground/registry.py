@@ -144,6 +144,11 @@ def make_entry(name: str | None, source: str, tasks=None, revision: str | None =
     for key in PER_TASK_DEFAULTS:
         if key in options:
             options[key] = _checked_default_option(key, options[key])
+    boxes = options.get("max_boxes")
+    if boxes is not None and (isinstance(boxes, bool) or not isinstance(boxes, int)
+                              or not 1 <= boxes <= DEFAULT_MAX_BOXES):
+        raise BadInput(f"max_boxes must be a whole number from 1 to {DEFAULT_MAX_BOXES} "
+                       f"(what diffusers' GLIGEN pipeline takes), got {boxes!r}")
     if source == "starter":
         entry = starter_entry()
         if name:
@@ -181,9 +186,8 @@ def _checked_default_option(key: str, value):
     per_task = value if isinstance(value, dict) else {None: value}
     checked = {}
     for task, number in per_task.items():
-        wrong_kind = (isinstance(number, bool) or not isinstance(number, (int, float))
-                      or (key == "steps" and number != int(number)))
-        if wrong_kind or not low <= number <= high:
+        if (isinstance(number, bool) or not isinstance(number, (int, float))
+                or not low <= number <= high or (key == "steps" and number != int(number))):
             raise BadInput(f"default {key} must be {kind} from {low} to {high}, got {number!r}")
         number = float(number) if key == "guidance" else int(number)
         checked[None if task is None else task_name(task)] = number
@@ -254,7 +258,10 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
     if "tasks" in kwargs:
         kwargs["tasks"] = [t for t in kwargs["tasks"].split(",") if t.strip()]
     if "max_boxes" in kwargs:
-        kwargs["max_boxes"] = int(kwargs["max_boxes"])
+        try:
+            kwargs["max_boxes"] = int(kwargs["max_boxes"])
+        except ValueError:
+            raise BadInput(f"max_boxes= in {flag!r} must be a whole number, e.g. max_boxes=10") from None
     for key, example in (("guidance", "guidance=5"), ("steps", "steps=8")):
         if key in kwargs:
             try:

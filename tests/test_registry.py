@@ -306,6 +306,10 @@ guidance = 4
     for bad, fragment in [("x=owner/m;tasks=t2i;steps=lots", "must be a number, e.g. steps=8"),
                           ("x=owner/m;tasks=t2i;steps=2.5", "whole number from 1 to 150"),
                           ("x=owner/m;tasks=t2i;steps=0", "whole number from 1 to 150"),
+                          ("x=owner/m;tasks=t2i;steps=inf", "whole number from 1 to 150"),
+                          ("x=owner/m;tasks=t2i;steps=nan", "whole number from 1 to 150"),
+                          ("x=owner/m;tasks=layout;max_boxes=many", "max_boxes= .* whole number"),
+                          ("x=owner/m;tasks=layout;max_boxes=0", "max_boxes must be .* 1 to 30"),
                           ("x=owner/m;tasks=t2i;stepz=4", "guidance=, steps=")]:
         with pytest.raises(PlaygroundError, match=fragment):
             parse_model_flag(bad)
