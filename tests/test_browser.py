@@ -99,10 +99,16 @@ def set_number(page: Page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
+def watch_status(page: Page, elem_id: str) -> None:
+    """Record every text the status line shows from now on (once it is on the page)."""
+    page.wait_for_selector(f"#{elem_id}", state="attached")
+    page.evaluate(WATCH_STATUS, elem_id)
+
+
 def generate(page: Page, tab: str) -> list[str]:
     """Press Generate with few steps; wait for the end; return what the status showed."""
     set_number(page, f"{tab}-steps", STEPS)
-    page.evaluate(WATCH_STATUS, f"{tab}-status")
+    watch_status(page, f"{tab}-status")
     page.click(f"#{tab}-generate")
     page.wait_for_function(
         "(id) => document.querySelector('#' + id).innerText.includes('Done in')"
@@ -236,7 +242,7 @@ def test_upscale_tab_shows_input_and_output_side_by_side(page):
 
 def test_stop_ends_the_run_mid_way(page, server):
     set_number(page, "t2i-steps", 150)
-    page.evaluate(WATCH_STATUS, "t2i-status")
+    watch_status(page, "t2i-status")
     page.click("#t2i-generate")
     page.wait_for_function(
         "() => /^Step ([3-9]|\\d\\d+)\\//.test("
@@ -268,8 +274,9 @@ def test_learn_tab_opens_with_the_example_already_noised(page):
     expected = Playground().forward_noise(example_picture(), 300, seed=0).noisy
     assert np.array_equal(assert_real_picture(shown, expected.size),
                           np.asarray(expected.convert("RGB"), dtype=np.int16))
-    numbers = page.locator("#learn-fwd-snr").inner_text()  # KaTeX: "t=300, ... SNR=1.442"
-    assert "t=300," in numbers and "SNR=" in numbers
+    # KaTeX renders the numbers after the tab shows: "t=300, ... SNR=1.442"
+    page.wait_for_function("() => document.querySelector('#learn-fwd-snr').innerText.includes('SNR=')")
+    assert "t=300," in page.locator("#learn-fwd-snr").inner_text()
 
 
 def test_bad_input_shows_the_core_message(page):
