@@ -64,6 +64,16 @@ def make_all(pg: Playground) -> dict[str, Image.Image]:
     }
 
 
+def repo_relative_paths(notebook: Path) -> None:
+    """The plain-diffusers scripts in the notebook name the starter folders by this clone's
+    absolute path; the shipped notebook names them from the repository root instead, where
+    it is run from (its first cell imports `playground`)."""
+    root = str(HERE.parent) + "/"
+    text = notebook.read_text().replace(root, "").replace(
+        "Run the cells top to bottom", "Run the cells top to bottom, from the repository root")
+    notebook.write_text(text)
+
+
 def check(pg: Playground) -> bool:
     """Each shipped example, made again from the settings it carries: same pixels?"""
     same = True
@@ -91,6 +101,7 @@ def main(argv=None) -> None:
         runs = [{"settings": image.info["settings"], "image": image, "inputs": inputs_of(task)}
                 for task, image in made.items()]
         pg.export_notebook(runs, HERE / "playground.ipynb")
+        repo_relative_paths(HERE / "playground.ipynb")
         print("wrote examples/playground.ipynb")
     if not check(pg):
         sys.exit("some examples did not reproduce on this machine (see README, Reproducibility)")

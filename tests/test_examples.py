@@ -37,6 +37,10 @@ def test_example_notebook_holds_the_four_example_pictures():
 
     notebook = nbformat.read(EXAMPLES / "playground.ipynb", as_version=4)
     nbformat.validate(notebook)
+    text = (EXAMPLES / "playground.ipynb").read_text()
+    # its plain-diffusers scripts name the starter folders from the repository root
+    assert "from_pretrained('playground/starter/weights/" in text
+    assert "from_pretrained('/" not in text
     pictures = [Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"]))).convert("RGB")
                 for cell in notebook.cells if cell.cell_type == "code"
                 for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
