@@ -551,24 +551,17 @@ SECTIONS = {"text2img": "text-to-image", "layout": "layout-to-image", "inpaint":
             "upscale": "super-resolution"}
 
 
-def use_one_step_spacing(pipe) -> None:
-    """What the playground does for a one-step run (schedulers.one_step_spacing): the shipped
-    "linspace" spacing would put the one step at t 0 and return the starting noise."""
-    from ..schedulers import one_step_spacing
-
-    config = dict(pipe.scheduler.config)
-    pipe.scheduler = type(pipe.scheduler).from_config(config, **one_step_spacing(config))
-
-
 def evaluate(quick: bool, weights: str = WEIGHTS, tasks=TASKS,
              guidance: float | None = None) -> tuple[dict, dict, dict]:
     """Figures, example rows and pipelines of `tasks`; guidance None = each task's default."""
     size = {name: spec[2 if quick else 1] for name, spec in SETS.items()}
     judge = Judge.load()
     pipes = {task: load_pipeline(task, weights) for task in tasks}
-    if STEPS == 1:
+    if STEPS == 1:  # as the playground runs one step (schedulers.one_step_spacing)
+        from ..schedulers import build as build_scheduler
+
         for pipe in pipes.values():
-            use_one_step_spacing(pipe)
+            pipe.scheduler = build_scheduler(None, pipe.scheduler, 0, STEPS)
     scale = {task: default_guidance(task) if guidance is None else guidance for task in tasks}
     results, examples = {}, {}
     results["judge (renders)"] = {k: v for k, v in judge_mod.accuracy(judge, n=300 if quick else 2000).items()
