@@ -118,9 +118,9 @@ def record_cross_attention(unet) -> AttentionRecords:
 
 
 def outside_box_loss(records: list[torch.Tensor], boxes: torch.Tensor,
-                     valid: torch.Tensor) -> torch.Tensor:
+                     valid: torch.Tensor, power: float = 1) -> torch.Tensor:
     """Mean, over layers and supervised tokens, of the share of a token's attention mass
-    that falls outside its object's box."""
+    that falls outside its object's box (raised to `power`)."""
     if not valid.any():
         return records[0].sum() * 0
     losses, by_size = [], {}
@@ -131,5 +131,5 @@ def outside_box_loss(records: list[torch.Tensor], boxes: torch.Tensor,
         mass = probs.transpose(1, 2)  # (batch, tokens, pixels)
         inside = (mass * by_size[n]).sum(-1) / mass.sum(-1).clamp_min(1e-8)
         v = valid.to(probs.device)
-        losses.append(((1 - inside) * v).sum() / v.sum())
+        losses.append((((1 - inside) ** power) * v).sum() / v.sum())
     return torch.stack(losses).mean()

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from .attention_loss import AttentionRecords, coverage_maps, object_word_positions
+from .attention_loss import AttentionRecords, object_word_positions, outside_box_loss
 from .world import CELLS, cell_bounds
 
 PROMPT = "a small red circle in the {cell}"
@@ -37,18 +37,6 @@ class Recorder(AttentionRecords):
         return self.on
 
 
-def outside_share(records, boxes, valid) -> torch.Tensor:
-    losses, cover = [], {}
-    for probs in records:
-        n = round(probs.shape[1] ** 0.5)
-        if n not in cover:
-            cover[n] = coverage_maps(boxes, valid, n)
-        mass = probs.transpose(1, 2)
-        inside = (mass * cover[n]).sum(-1) / mass.sum(-1).clamp_min(1e-8)
-        losses.append((((1 - inside) ** 2) * valid).sum() / valid.sum())
-    return torch.stack(losses).mean()
-
-
 def steered_noise(unet, recorder, scheduler, noise, cond, boxes, valid, nudges, step):
     t = scheduler.timesteps[0]
     x = noise
@@ -57,7 +45,8 @@ def steered_noise(unet, recorder, scheduler, noise, cond, boxes, valid, nudges, 
         recorder.records, recorder.on = [], True
         with torch.enable_grad():
             unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond)
-            grad, = torch.autograd.grad(outside_share(recorder.records, boxes, valid), x)
+            loss = outside_box_loss(recorder.records, boxes, valid, power=2)
+            grad, = torch.autograd.grad(loss, x)
         recorder.on = False
         grad = grad - grad.mean((2, 3), keepdim=True)
         moved = x - step * grad / (grad.std() + 1e-8)
@@ -91,7 +80,7 @@ def main(argv=None):
     for nudges in (0, args.nudges):
         start, in_cell, right_colour, n = time.time(), 0, 0, 0
         for cell in CELLS:
-            prompt = PROMPT.format(cell="centre" if cell == "centre" else cell)
+            prompt = PROMPT.format(cell=cell)
             words = pipe.tokenizer.tokenize(prompt)
             with torch.no_grad():
                 cond, _ = pipe.encode_prompt(prompt, "cpu", 1, False)
