@@ -20,13 +20,13 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
            "inpaint": "inpaint", "upscale": "upscale"}
 
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
-TASK_KEYS = {"text_to_image": ("width", "height", "num_images"),
+TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects"),
              "layout_to_image": ("phrases", "boxes"),
              "inpaint": ("strength",),
              "upscale": ("noise_level",)}
 # What a run records about itself; never set back, never reported as ignored.
 RECORD_KEYS = ("task", "revision", "source", "seconds", "device", "dtype", "versions",
-               "warnings", "index", "num_images", "input_size", "width", "height")
+               "warnings", "index", "num_images", "input_size", "width", "height", "placed")
 
 
 def _text(value) -> str:
@@ -62,6 +62,12 @@ def _boxes(value) -> list[list[float]]:
     return boxes
 
 
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("not true or false")
+    return value
+
+
 def _scheduler(value) -> str | None:
     return None if value in (None, "") else _text(value)
 
@@ -69,7 +75,7 @@ def _scheduler(value) -> str | None:
 READERS = {"model": _text, "prompt": _text, "negative_prompt": _text, "scheduler": _scheduler,
            "steps": _whole, "guidance": float, "seed": _seed, "width": _whole, "height": _whole,
            "num_images": _whole, "phrases": _phrases, "boxes": _boxes, "strength": float,
-           "noise_level": _whole}
+           "noise_level": _whole, "place_objects": _flag}
 
 
 @dataclass

@@ -291,10 +291,38 @@ def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int, guidance: float
     figures["Frechet distance (judge features)"] = frechet_distance(feats, judge.features(renders))
     figures["Frechet distance, render vs render"] = frechet_distance(judge.features(fresh), judge.features(renders))
     figures["seconds / picture"] = mean(seconds)
+    figures.update(eval_placed(pipe, judge, singles, twos, guidance))
     examples = {"single": list(zip(singles, images, readings, [all(s[k] for k in ("colour", "shape", "cell", "background"))
                                                                for s in single_scores])),
                 "two": list(zip(twos, images[len(singles):], readings[len(singles):], two_scores))}
     return figures, examples
+
+
+def eval_placed(pipe, judge: Judge, singles, twos, guidance: float) -> dict:
+    """The same cases with the playground's place_objects (tasks/placement.py): the
+    starting noise steered toward the cells the captions name."""
+    from ..tasks import placement
+    from ..teach.attention import prompt_tokens
+
+    images, seconds = [], []
+    for case in singles + twos:
+        def placed():
+            found = placement.placements(prompt_tokens(pipe.tokenizer, case.prompt))
+            g = generator(case.seed)
+            latents = placement.placed_latents(pipe, case.prompt, found, [g], 1, BASE, BASE, STEPS)
+            with torch.no_grad():
+                return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
+                            guidance_scale=guidance, generator=g).images[0]
+        img, s = timed(placed)
+        images.append(img)
+        seconds.append(s)
+    readings = judge.read_many(images)
+    single_scores = [score_single(c, r) for c, r in zip(singles, readings)]
+    figures = {f"single, objects placed: {k}": mean(s[k] for s in single_scores)
+               for k in ("colour", "shape", "cell", "background")}
+    figures["two objects, placed: all right"] = mean(score_two(c, r) for c, r in zip(twos, readings[len(singles):]))
+    figures["seconds / picture, placed"] = mean(seconds)
+    return figures
 
 
 def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:

@@ -54,6 +54,15 @@ def num_images(value) -> int:
     return in_range("num_images", value, 1, MAX_IMAGES, integer=True)
 
 
+def flag(name: str, value) -> bool:
+    """True or False (also 0/1 and None for False, as UI checkboxes and JSON send them)."""
+    if value is None:
+        return False
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise BadInput(f"{name} must be true or false, got {value!r}")
+
+
 def text(name: str, value, *, required: bool = False) -> str:
     """Text of at most MAX_TEXT_CHARS characters, valid Unicode (no lone surrogates from
     undecodable bytes) and without control characters other than newline and tab."""

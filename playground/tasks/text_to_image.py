@@ -1,13 +1,16 @@
 """Text to image: a caption in, one or more pictures out."""
 from __future__ import annotations
 
-from . import checks, common
+from . import checks, common, placement
 
 TASK = "text_to_image"
+NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (e.g. \"a red "
+                    "circle in the top left\"; positions: " + ", ".join(placement.CELL_NAMES)
+                    + "), so the starting noise was left as drawn")
 
 
 def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance, seed,
-        width, height, num_images, control):
+        width, height, num_images, control, place_objects=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -17,8 +20,21 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     width, height = checks.size(width, height, limits["width"], limits["height"],
                                 limits["size_multiple"], limits["max_side"], warnings)
 
+    place_objects = checks.flag("place_objects", place_objects)
+    placed: list[dict] = []
+
     def call(pipe, generators, callbacks):
-        return pipe(prompt=prompt, negative_prompt=negative_prompt or None,
+        latents = None
+        if place_objects:
+            from ..teach.attention import prompt_tokens
+            found = placement.placements(prompt_tokens(pipe.tokenizer, prompt))
+            placed.extend(p.describe() for p in found)
+            if found:
+                latents = placement.placed_latents(pipe, prompt, found, generators, count, height,
+                                                   width, settings_common["steps"], control)
+            else:
+                warnings.append(NOTHING_TO_PLACE)
+        return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
                     num_images_per_prompt=count, generator=generators, output_type="pil",
@@ -26,6 +42,8 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
 
     settings = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
                 "height": height, "warnings": warnings}
+    if place_objects:  # only then: older settings and recipes stay as they were
+        settings.update(place_objects=True, placed=placed)
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images

@@ -74,11 +74,14 @@ class ApiEndpoints:
     def text_to_image(self, prompt: str, negative_prompt: str = "", model: str = "starter",
                       scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = -1, width: int | None = None,
-                      height: int | None = None) -> tuple[FileData, dict]:
-        """Make a picture from a caption. Returns (PNG, settings used)."""
+                      height: int | None = None,
+                      place_objects: bool = False) -> tuple[FileData, dict]:
+        """Make a picture from a caption; place_objects puts objects in the cells the
+        prompt names ("a red circle in the top left"). Returns (PNG, settings used)."""
         yield from self._stream("text_to_image", steps, lambda control: self.pg.text_to_image(
             prompt, negative_prompt, model=model, scheduler=scheduler, steps=steps,
-            guidance=guidance, seed=seed, width=width, height=height, control=control))
+            guidance=guidance, seed=seed, width=width, height=height, control=control,
+            place_objects=place_objects))
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",

@@ -89,7 +89,9 @@ def widget_updates(recipe: Recipe, targets) -> list:
     values = recipe.settings
     updates = []
     for tab, key, _ in targets:
-        if tab != recipe.tab or values.get(key) is None:
+        if tab == recipe.tab and key == "place_objects":  # records from before it say nothing
+            updates.append(gr.update(value=bool(values.get(key))))
+        elif tab != recipe.tab or values.get(key) is None:
             updates.append(gr.skip())
         elif key == "boxes":
             phrases = values.get("phrases") or [""] * len(values["boxes"])

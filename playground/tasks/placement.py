@@ -1,0 +1,160 @@
+"""Place objects where the prompt says, by steering the starting noise.
+
+Where an object lands is mostly decided by the starting noise, not by the position
+words (the starter text-to-image model ignores them: probe_position). Its
+cross-attention, though, follows the object it draws. So before sampling, the starting
+noise is nudged a few times against the gradient of "the share of each object's words'
+attention that falls outside the grid cell its position words name" (one conditional UNet
+pass and its backward pass per nudge, a training-free guidance in the spirit of layout
+guidance on cross-attention), and then the stock pipeline samples from it as usual.
+
+Position words name the cells of a 3 x 3 grid, as in the starter world: "top left",
+"top", "top right", "left", "centre" (also "center", "middle"), "right", "bottom left",
+"bottom", "bottom right" ("upper"/"lower" read as top/bottom). A prompt is cut into
+parts at commas, "and", ":", ";" and "with"; in each part that has position words, the
+words before them (less articles and prepositions) are the object's words.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..starter.attention_loss import AttentionRecords, outside_box_loss
+
+NUDGES = 10
+STEP = 0.03  # each nudge moves the noise by STEP times a unit-spread gradient
+
+CELL_NAMES = ["top left", "top", "top right", "left", "centre", "right",
+              "bottom left", "bottom", "bottom right"]
+SAME_WORD = {"center": "centre", "middle": "centre", "upper": "top", "lower": "bottom"}
+POSITION_WORDS = {"top", "bottom", "left", "right", "centre", "center", "middle", "upper", "lower"}
+BREAKS = {",", "and", ":", ";", "with", "."}
+NOT_OBJECT_WORDS = {"a", "an", "one", "the", "in", "at", "on", "of", "to", "side", "corner",
+                    "part", "placed", "is", "sits"}
+
+
+@dataclass
+class Placement:
+    """One object to place: its words (token positions in the prompt, counted after the
+    start token) and the box (x0, y0, x1, y1 in 0..1) they name."""
+    words: list[str]
+    positions: list[int]
+    cell: str
+    box: tuple[float, float, float, float]
+
+    def describe(self) -> dict:
+        return {"words": " ".join(self.words), "cell": self.cell,
+                "box": [round(v, 4) for v in self.box]}
+
+
+def cell_box(cell: str) -> tuple[float, float, float, float]:
+    row, col = divmod(CELL_NAMES.index(cell), 3)
+    return col / 3, row / 3, (col + 1) / 3, (row + 1) / 3
+
+
+def _plain(token: str) -> str:
+    return token.replace("</w>", "").lower()
+
+
+def _cell_of(words: list[str]) -> str | None:
+    """The cell named by a run of position words, e.g. ["top", "left"] -> "top left"."""
+    words = [SAME_WORD.get(w, w) for w in words]
+    vertical = [w for w in words if w in ("top", "bottom")]
+    horizontal = [w for w in words if w in ("left", "right")]
+    if vertical and horizontal:
+        return f"{vertical[0]} {horizontal[0]}"
+    if vertical or horizontal:
+        return (vertical or horizontal)[0]
+    return "centre" if "centre" in words else None
+
+
+def placements(tokens: list[str]) -> list[Placement]:
+    """The objects a tokenized prompt places (token i is prompt position i + 1)."""
+    words = [_plain(t) for t in tokens]
+    parts, start = [], 0
+    for i, word in enumerate(words + [","]):
+        if word in BREAKS:
+            parts.append(range(start, i))
+            start = i + 1
+    found = []
+    for part in parts:
+        where = [i for i in part if words[i] in POSITION_WORDS]
+        if not where:
+            continue
+        first = where[0]
+        run = [first]
+        while run[-1] + 1 < part.stop and words[run[-1] + 1] in POSITION_WORDS:
+            run.append(run[-1] + 1)
+        cell = _cell_of([words[i] for i in run])
+        objects = [i for i in range(part.start, first) if words[i] not in NOT_OBJECT_WORDS
+                   and words[i] not in POSITION_WORDS]
+        if cell is None or not objects:
+            continue
+        positions = [i + 1 for i in objects + run]
+        found.append(Placement([words[i] for i in objects + run], positions, cell, cell_box(cell)))
+    return found
+
+
+def token_boxes(found: list[Placement], count: int, n_tokens: int) -> tuple:
+    """(boxes, valid) as the attention loss takes them: per sample and token position, the
+    box its attention should stay in, and whether the token is placed at all."""
+    boxes, valid = torch.zeros(count, n_tokens, 4), torch.zeros(count, n_tokens)
+    for placement in found:
+        for position in placement.positions:
+            if position < n_tokens:
+                boxes[:, position] = torch.tensor(placement.box)
+                valid[:, position] = 1
+    return boxes, valid
+
+
+def steer(unet, scheduler, noise, cond, boxes, valid, nudges=NUDGES, step=STEP, control=None):
+    """Nudge `noise` (already scaled by init_noise_sigma) `nudges` times against the
+    outside-the-box attention share. Each channel's spatial mean is taken out of the
+    gradient (a constant shift would change the colour, not the place), and each channel
+    is renormalised to the noise's own mean and spread after every nudge."""
+    from ..teach.attention import unet_sharing_weights, with_recording_processors
+
+    recorder = AttentionRecords()
+    copy_of_unet = with_recording_processors(unet_sharing_weights(unet), recorder)
+    t = scheduler.timesteps[0]
+    x = noise
+    for _ in range(nudges):
+        if control is not None:
+            control.raise_if_cancelled()
+        x = x.detach().requires_grad_(True)
+        recorder.records = []
+        copy_of_unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=cond)
+        loss = outside_box_loss(recorder.records, boxes, valid, power=2)
+        grad, = torch.autograd.grad(loss, x)
+        grad = grad - grad.mean((2, 3), keepdim=True)
+        spread_of_grad = grad.flatten(1).std(1).view(-1, 1, 1, 1) + 1e-8
+        moved = x - step * grad / spread_of_grad
+        mean, spread = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True)
+        moved_mean, moved_spread = moved.mean((2, 3), keepdim=True), moved.std((2, 3), keepdim=True)
+        x = (moved - moved_mean) / moved_spread * spread + mean
+    return x.detach()
+
+
+def placed_latents(pipe, prompt: str, found: list[Placement], generators, count: int,
+                   height: int, width: int, steps: int, control=None, nudges: int = NUDGES,
+                   step: float = STEP) -> torch.Tensor:
+    """The starting latents the pipeline would draw from `generators`, steered so each
+    placement's words attend inside its box. Returned unscaled (the pipeline multiplies
+    the latents it is given by init_noise_sigma)."""
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    shape = (count, pipe.unet.config.in_channels, height // factor, width // factor)
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    with torch.inference_mode(False), torch.enable_grad():
+        noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+        cond, _ = pipe.encode_prompt(prompt, device, count, False)
+        cond = cond.detach()
+        boxes, valid = token_boxes(found, count, cond.shape[1])
+        scheduler = copy.deepcopy(pipe.scheduler)
+        scheduler.set_timesteps(steps, device=device)
+        sigma = scheduler.init_noise_sigma
+        steered = steer(pipe.unet, scheduler, noise * sigma, cond, boxes, valid, nudges, step,
+                        control)
+        return (steered / sigma).to(dtype)

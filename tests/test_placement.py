@@ -1,0 +1,99 @@
+"""place_objects: position words read from the prompt, the starting noise steered so each
+object lands in its cell (judged by pixels), and the option recorded, restored and
+reproduced like every other setting."""
+from __future__ import annotations
+
+import runpy
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from playground import BadInput, settings_of
+from playground.share.recipe import reproduce, restorable
+from playground.tasks.placement import placements
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_position_words_name_cells_and_the_words_before_them_the_object():
+    tokens = ("three objects : a big blue triangle at the top left , a little yellow circle "
+              "on the right and a square in the middle with a red background").split()
+    found = placements(tokens)
+    assert [p.cell for p in found] == ["top left", "right", "centre"]
+    assert [p.words for p in found] == [["big", "blue", "triangle", "top", "left"],
+                                        ["little", "yellow", "circle", "right"],
+                                        ["square", "middle"]]
+    assert found[0].positions == [5, 6, 7, 10, 11]  # after the start token
+    assert found[1].box == pytest.approx((2 / 3, 1 / 3, 1, 2 / 3))
+
+
+def test_other_spellings_and_clip_word_ends_are_read():
+    assert placements(["a</w>", "cat</w>", "in</w>", "the</w>", "upper</w>", "right</w>",
+                       "corner</w>"])[0].cell == "top right"
+    assert placements("a red circle above a blue square".split()) == []
+    assert placements("in the top left".split()) == []  # no object words: nothing to place
+
+
+def test_objects_land_in_the_cells_the_prompt_names(starter, judge):
+    asked = ["top left", "bottom right", "top", "centre", "left", "bottom"]
+    where = {False: [], True: []}
+    for place in (False, True):
+        for cell in asked:
+            image = starter.text_to_image(f"a small red circle in the {cell}", seed=1,
+                                          place_objects=place)
+            objects = judge.read(image)["objects"]
+            found = max(objects, key=lambda o: o["score"]) if objects else {}
+            where[place].append(found.get("cell"))
+    placed_right = sum(got == cell for got, cell in zip(where[True], asked))
+    unplaced_right = sum(got == cell for got, cell in zip(where[False], asked))
+    assert placed_right >= 5, where
+    assert placed_right > unplaced_right + 2, where
+
+
+def test_the_settings_say_what_was_placed_and_a_link_makes_it_again(starter):
+    image = starter.text_to_image("a big blue square in the bottom left", seed=5, steps=8,
+                                  place_objects=True)
+    settings = settings_of(image)
+    assert settings["place_objects"] is True
+    assert settings["placed"] == [{"words": "big blue square bottom left", "cell": "bottom left",
+                                   "box": [0.0, 0.6667, 0.3333, 1.0]}]
+    recipe = restorable(settings)
+    assert recipe.settings["place_objects"] is True and not recipe.ignored
+    assert np.array_equal(pixels(reproduce(starter, settings)), pixels(image))
+    plain = starter.text_to_image("a big blue square in the bottom left", seed=5, steps=8)
+    assert "place_objects" not in settings_of(plain)
+    assert np.abs(pixels(plain) - pixels(image)).max() > 50
+
+
+def test_show_code_makes_a_placed_picture_again(starter, tmp_path, monkeypatch):
+    image = starter.text_to_image("a small green triangle in the top right", seed=2, steps=6,
+                                  place_objects=True)
+    script = starter.show_code(image)
+    assert "placed_latents" in script and "latents=latents" in script
+    (tmp_path / "remake.py").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
+    assert np.array_equal(pixels(Image.open(tmp_path / "result.png")), pixels(image))
+
+
+def test_a_prompt_without_positions_is_left_as_drawn_with_a_warning(starter):
+    plain = starter.text_to_image("a red circle", seed=3, steps=6)
+    placed = starter.text_to_image("a red circle", seed=3, steps=6, place_objects=True)
+    assert np.array_equal(pixels(plain), pixels(placed))
+    assert any("names no object with a position" in w for w in settings_of(placed)["warnings"])
+
+
+def test_batches_place_every_picture_as_its_own_seed_would(starter):
+    batch = starter.text_to_image("a small red circle in the bottom right", seed=7, steps=6,
+                                  num_images=2, place_objects=True)
+    alone = starter.text_to_image("a small red circle in the bottom right", seed=8, steps=6,
+                                  place_objects=True)
+    assert np.abs(pixels(batch[1]) - pixels(alone)).max() <= 1
+
+
+def test_place_objects_must_be_true_or_false(starter):
+    with pytest.raises(BadInput, match="place_objects must be true or false"):
+        starter.text_to_image("a red circle in the top left", place_objects="yes")
