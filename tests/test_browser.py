@@ -175,6 +175,21 @@ def test_text_to_image_tab(page):
     assert sent.size == (64, 64)
 
 
+def test_place_objects_checkbox_reaches_the_run(page):
+    """Ticked, the picture is the placed one the Python API makes, to the pixel."""
+    from playground import Playground
+
+    prompt = "a small red circle in the bottom right"
+    page.fill("#t2i-prompt textarea", prompt)
+    set_number(page, "t2i-seed", 1)
+    page.locator("#t2i-place input[type=checkbox]").check()
+    generate(page, "t2i")
+    shown = assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+    placed = Playground(device="cpu").text_to_image(prompt, seed=1, steps=STEPS,
+                                                    place_objects=True)
+    assert np.array_equal(shown, np.asarray(placed, dtype=np.int16))
+
+
 def test_layout_tab_draws_a_box_with_a_phrase(page):
     open_tab(page, "layout")
     canvas = page.locator("#layout-canvas canvas").first

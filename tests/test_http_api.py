@@ -116,6 +116,12 @@ def test_same_seed_same_pixels_and_settings_change_them(client, pictures, task):
         assert not np.array_equal(pixels(first), pixels(other)), f"{change} changed nothing"
 
 
+def test_place_objects_over_http(client):
+    _, settings = call(client, "text_to_image", prompt="a red circle in the top left", steps=4,
+                       seed=3, place_objects=True)
+    assert settings["place_objects"] is True and settings["placed"][0]["cell"] == "top left"
+
+
 def test_random_seed_is_reported(client):
     _, settings = call(client, "text_to_image", prompt="a blue square", steps=1, seed=-1)
     assert 0 <= settings["seed"] < 2**32
