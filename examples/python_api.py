@@ -47,6 +47,12 @@ def main(argv=None) -> None:
                                  "guidance", "seed")})
     print("same settings, same pixels:", again.tobytes() == picture.tobytes())
 
+    # Position words, obeyed: place_objects steers the starting noise toward the cell
+    placed = pg.text_to_image("a red circle in the top left", steps=args.steps, seed=1,
+                              place_objects=True)
+    save(placed, out / "text_to_image_placed.png")
+    print("placed:", settings_of(placed)["placed"])
+
     # Layout to image: one phrase per box, boxes as [x0, y0, x1, y1] fractions
     layout = pg.layout_to_image("a red circle and a blue square",
                                 phrases=["a red circle", "a blue square"],
