@@ -97,3 +97,28 @@ def test_batches_place_every_picture_as_its_own_seed_would(starter):
 def test_place_objects_must_be_true_or_false(starter):
     with pytest.raises(BadInput, match="place_objects must be true or false"):
         starter.text_to_image("a red circle in the top left", place_objects="yes")
+
+
+def test_attention_maps_show_the_placed_words_inside_their_cell(starter):
+    """The Learn tab's view of it: with place_objects the shape word's attention sits in
+    the asked cell, and the picture is the placed text-to-image one."""
+    from playground.teach.attention import mass_inside
+
+    prompt = "a small red circle in the bottom right"
+    inside = {}
+    for place in (False, True):
+        maps = starter.attention_maps(prompt, seed=1, place_objects=place)
+        weights = maps.maps[maps.tokens.index("circle")]
+        inside[place] = mass_inside(weights, (2 / 3 * 64, 2 / 3 * 64, 64, 64), (64, 64))
+    assert inside[True] > 0.4 and inside[True] > 2 * inside[False], inside
+    placed = starter.text_to_image(prompt, seed=1, place_objects=True)
+    assert np.array_equal(pixels(maps.image), pixels(placed))
+    assert settings_of(maps.image)["placed"][0]["cell"] == "bottom right"
+
+
+def test_the_filmstrip_of_a_placed_run_ends_in_the_placed_picture(starter):
+    image, frames = starter.denoise_trace("a big blue square in the top left", seed=4, steps=6,
+                                          place_objects=True)
+    placed = starter.text_to_image("a big blue square in the top left", seed=4, steps=6,
+                                   place_objects=True)
+    assert frames and np.array_equal(pixels(image), pixels(placed))

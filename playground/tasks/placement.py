@@ -24,6 +24,10 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..starter.attention_loss import AttentionRecords, outside_box_loss
 
+NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (e.g. \"a red "
+                    "circle in the top left\"; positions: top left, top, top right, left, "
+                    "centre, right, bottom left, bottom, bottom right), so the starting noise "
+                    "was left as drawn")
 NUDGES = 10
 STEP = 0.03  # each nudge moves the noise by STEP times a unit-spread gradient
 
@@ -158,3 +162,25 @@ def placed_latents(pipe, prompt: str, found: list[Placement], generators, count:
         steered = steer(pipe.unet, scheduler, noise * sigma, cond, boxes, valid, nudges, step,
                         control)
         return (steered / sigma).to(dtype)
+
+
+def starting_latents(pipe, prompt: str, generators, count: int, height: int, width: int,
+                     steps: int, control, placed: list, warnings: list):
+    """For a run with place_objects on: the steered starting latents, or None (and a
+    warning) when the prompt places nothing. What was placed is added to `placed`."""
+    from ..teach.attention import prompt_tokens
+
+    found = placements(prompt_tokens(pipe.tokenizer, prompt))
+    placed.extend(p.describe() for p in found)
+    if not found:
+        warnings.append(NOTHING_TO_PLACE)
+        return None
+    return placed_latents(pipe, prompt, found, generators, count, height, width, steps, control)
+
+
+def record(settings: dict, place_objects: bool, placed: list) -> dict:
+    """The settings of a run, with the placement keys only when the option was on (so
+    records and recipes from before it stay as they were)."""
+    if place_objects:
+        settings.update(place_objects=True, placed=placed)
+    return settings

@@ -4,9 +4,6 @@ from __future__ import annotations
 from . import checks, common, placement
 
 TASK = "text_to_image"
-NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (e.g. \"a red "
-                    "circle in the top left\"; positions: " + ", ".join(placement.CELL_NAMES)
-                    + "), so the starting noise was left as drawn")
 
 
 def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance, seed,
@@ -26,24 +23,18 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     def call(pipe, generators, callbacks):
         latents = None
         if place_objects:
-            from ..teach.attention import prompt_tokens
-            found = placement.placements(prompt_tokens(pipe.tokenizer, prompt))
-            placed.extend(p.describe() for p in found)
-            if found:
-                latents = placement.placed_latents(pipe, prompt, found, generators, count, height,
-                                                   width, settings_common["steps"], control)
-            else:
-                warnings.append(NOTHING_TO_PLACE)
+            latents = placement.starting_latents(pipe, prompt, generators, count, height, width,
+                                                 settings_common["steps"], control, placed,
+                                                 warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
                     num_images_per_prompt=count, generator=generators, output_type="pil",
                     **callbacks).images
 
-    settings = {"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
-                "height": height, "warnings": warnings}
-    if place_objects:  # only then: older settings and recipes stay as they were
-        settings.update(place_objects=True, placed=placed)
+    settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
+                                 "width": width, "height": height, "warnings": warnings},
+                                place_objects, placed)
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images

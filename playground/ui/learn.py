@@ -95,6 +95,9 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             controls = sampling_controls(pg, TASK, TAB)
             buttons = run_buttons(TAB, "Run with filmstrip")
             maps_button = gr.Button("Attention maps", elem_id="learn-maps")
+            place = gr.Checkbox(label="Place objects where the prompt says (see how the "
+                                "steered start moves the words' attention)", value=False,
+                                elem_id="learn-place")
         with gr.Column():
             strip = gr.Gallery(label="Filmstrip: x_t and predicted x0 per step", columns=4,
                                height=DISPLAY_HEIGHT, object_fit="contain", format="png",
@@ -115,7 +118,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     frames = gr.State([])
     folder = Path(tempfile.mkdtemp(prefix="playground-learn-"))
 
-    def run_trace(prompt, negative, model, scheduler, steps, guidance, seed, show,
+    def run_trace(prompt, negative, model, scheduler, steps, guidance, seed, show, place,
                   request: gr.Request):
         collected, lock = [], threading.Lock()
 
@@ -127,7 +130,8 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             return pg.denoise_trace(prompt, show_steps=parse_steps(show), on_frame=on_frame,
                                     negative_prompt=negative, model=model,
                                     scheduler=scheduler or None, steps=steps,
-                                    guidance=guidance, seed=seed, control=control)
+                                    guidance=guidance, seed=seed, control=control,
+                                    place_objects=place)
         shown = -1
         try:
             for update in stream_run(call, steps=int(steps or 1), runs=runs,
@@ -152,7 +156,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             raise user_error(error) from error
 
     event = buttons.generate.click(
-        run_trace, [prompt, negative, *controls.inputs, show_steps],
+        run_trace, [prompt, negative, *controls.inputs, show_steps, place],
         [strip, frames, scrub, frame_xt, frame_x0, status, code],
         concurrency_id="sampling", concurrency_limit=concurrency_limit,
         api_visibility="private", show_progress_on=status)
@@ -165,17 +169,18 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     scrub.change(frame_pictures, [frames, scrub], [frame_xt, frame_x0], queue=False,
                  api_visibility="private")
 
-    def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show):
+    def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show, place):
         result = call_core(pg.attention_maps, prompt, show_steps=parse_steps(show),
                            negative_prompt=negative, model=model, scheduler=scheduler or None,
-                           steps=steps, guidance=guidance, seed=seed)
+                           steps=steps, guidance=guidance, seed=seed, place_objects=place)
         from ..teach.attention import peak_ratio
         items = [(result.image, "picture")] + [
             (picture, f"{token} (peak {peak_ratio(weights):.2f}x mean)")
             for token, picture, weights in zip(result.tokens, result.overlays, result.maps)]
         return items, call_core(pg.show_code, result.image)
 
-    maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps], [maps, code],
+    maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps, place],
+                      [maps, code],
                       concurrency_id="sampling", concurrency_limit=concurrency_limit,
                       api_visibility="private")
 
