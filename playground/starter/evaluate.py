@@ -302,14 +302,12 @@ def eval_placed(pipe, judge: Judge, singles, twos, guidance: float) -> dict:
     """The same cases with the playground's place_objects (tasks/placement.py): the
     starting noise steered toward the cells the captions name."""
     from ..tasks import placement
-    from ..teach.attention import prompt_tokens
 
     images, seconds = [], []
     for case in singles + twos:
         def placed():
-            found = placement.placements(prompt_tokens(pipe.tokenizer, case.prompt))
             g = generator(case.seed)
-            latents = placement.placed_latents(pipe, case.prompt, found, [g], 1, BASE, BASE, STEPS)
+            latents = placement.starting_latents(pipe, case.prompt, [g], 1, BASE, BASE, STEPS, None, [], [])
             with torch.no_grad():
                 return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
                             guidance_scale=guidance, generator=g).images[0]

@@ -3,10 +3,11 @@
 The text-to-image model ignores the cell words: where an object lands is decided by the
 starting noise (probe_position). Its cross-attention, though, follows the object drawn
 (the attention loss). So before sampling, the playground's `place_objects` option
-(tasks/placement.py, used here as it is) nudges the starting noise a few times against the gradient of "the share of the object's words' attention that falls
-outside the asked cell" (one conditional UNet pass and its backward pass per nudge; a
-training-free guidance in the spirit of layout guidance on cross-attention), then the
-stock pipeline samples, and this probe lets the judge read where the object is and its colour.
+(tasks/placement.py, used here as it is) nudges the starting noise a few times against
+the gradient of "the share of the object's words' attention that falls outside the asked
+cell" (one conditional UNet pass and its backward pass per nudge; a training-free
+guidance in the spirit of layout guidance on cross-attention), then the stock pipeline
+samples, and this probe lets the judge read where the object is and its colour.
 
     python -m playground.starter.probe_placement [--seeds 3] [--nudges 10] [--step 0.03]
 

@@ -23,16 +23,14 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..starter.attention_loss import AttentionRecords, outside_box_loss
+from ..starter.world import CELLS, cell_bounds
 
 NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (e.g. \"a red "
-                    "circle in the top left\"; positions: top left, top, top right, left, "
-                    "centre, right, bottom left, bottom, bottom right), so the starting noise "
-                    "was left as drawn")
+                    "circle in the top left\"; positions: " + ", ".join(CELLS) + "), so the "
+                    "starting noise was left as drawn")
 NUDGES = 10
 STEP = 0.03  # each nudge moves the noise by STEP times a unit-spread gradient
 
-CELL_NAMES = ["top left", "top", "top right", "left", "centre", "right",
-              "bottom left", "bottom", "bottom right"]
 SAME_WORD = {"center": "centre", "middle": "centre", "upper": "top", "lower": "bottom"}
 POSITION_WORDS = {"top", "bottom", "left", "right", "centre", "center", "middle", "upper", "lower"}
 BREAKS = {",", "and", ":", ";", "with", "."}
@@ -52,11 +50,6 @@ class Placement:
     def describe(self) -> dict:
         return {"words": " ".join(self.words), "cell": self.cell,
                 "box": [round(v, 4) for v in self.box]}
-
-
-def cell_box(cell: str) -> tuple[float, float, float, float]:
-    row, col = divmod(CELL_NAMES.index(cell), 3)
-    return col / 3, row / 3, (col + 1) / 3, (row + 1) / 3
 
 
 def _plain(token: str) -> str:
@@ -98,7 +91,7 @@ def placements(tokens: list[str]) -> list[Placement]:
         if cell is None or not objects:
             continue
         positions = [i + 1 for i in objects + run]
-        found.append(Placement([words[i] for i in objects + run], positions, cell, cell_box(cell)))
+        found.append(Placement([words[i] for i in objects + run], positions, cell, cell_bounds(cell)))
     return found
 
 
