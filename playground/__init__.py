@@ -24,7 +24,8 @@ scheduler, steps, guidance, seed, width, height, seconds, device, dtype, version
 warnings (list of sentences: what was changed or ignored, e.g. words the model does not
 know, a cut prompt, a rounded size). Per task: layout_to_image adds phrases and boxes;
 inpaint adds strength; upscale adds noise_level and input_size; text_to_image adds
-index and num_images, and place_objects and placed when objects were placed.
+index and num_images; text_to_image and layout_to_image add place_objects and placed
+when the option was on.
 """
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ class Playground:
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",
                         scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                        seed: int = -1, control: RunControl | None = None):
+                        seed: int = -1, control: RunControl | None = None,
+                        place_objects: bool = False):
         """Make a picture with given objects in given boxes (GLIGEN).
 
         Args:
@@ -132,6 +134,10 @@ class Playground:
             phrases: one phrase per box, e.g. ["a red circle", "a blue square"].
             boxes: one [x0, y0, x1, y1] per phrase, fractions of the picture (0..1),
                 origin top left, x0 < x1 and y0 < y1. At most defaults()["max_boxes"].
+            place_objects: also steer the starting noise so each phrase's object lands
+                in its box (`tasks/placement.py`, as for text_to_image; the boxes then
+                act through the noise as well as through the gated layers).
+                settings["placed"] lists the words and boxes used.
             others: as in `text_to_image`.
 
         Returns: a PIL RGB image at the model's native size, with info["settings"]
@@ -141,7 +147,7 @@ class Playground:
         return layout_to_image.run(
             self.registry, prompt=prompt, phrases=phrases, boxes=boxes,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
-            guidance=guidance, seed=seed, control=control)
+            guidance=guidance, seed=seed, control=control, place_objects=place_objects)
 
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,

@@ -21,7 +21,7 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
 
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
 TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects"),
-             "layout_to_image": ("phrases", "boxes"),
+             "layout_to_image": ("phrases", "boxes", "place_objects"),
              "inpaint": ("strength",),
              "upscale": ("noise_level",)}
 # What a run records about itself; never set back, never reported as ignored.

@@ -493,6 +493,27 @@ def init_from_text2img(unet, device):
     return unet.to(device)
 
 
+def base_from_text2img(loop, gated) -> None:
+    """--base-from-text2img: every layer of the layout UNet but the gated (GLIGEN) ones
+    takes text2img's current EMA weights, in the model and in its EMA, with fresh
+    optimiser moments; the gated layers keep what they learned. The layout UNet began as
+    an early text2img checkpoint, whose cross-attention was spread over the whole picture
+    (MODEL_CARD.md, "Layout on the newer base")."""
+    path = os.path.join(RUNS, "text2img", "state.safetensors")
+    base = {k[len("ema_unet."):]: v for k, v in load_file(path).items() if k.startswith("ema_unet.")}
+    unet, ema = loop.modules["unet"], loop.emas["unet"]
+    taken = 0
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if gated(name) or name not in base:
+                continue
+            p.copy_(base[name])
+            ema.shadow[name] = base[name].clone().to(ema.shadow[name].dtype)
+            loop.opt.state.pop(p, None)
+            taken += 1
+    log("layout", f"{taken} base tensors taken from text2img's EMA at step {loop.step}")
+
+
 def train_layout(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
@@ -512,16 +533,22 @@ def train_layout(args, device):
     groups = [{"params": [p for n, p in named if not gated(n)]},
               {"params": [p for n, p in named if gated(n)], "lr_scale": args.gated_lr_scale}]
     loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups)
+    if args.base_from_text2img:
+        base_from_text2img(loop, gated)
     rng = random.Random(3000 + loop.step)
+    attention = AttentionSupervision("layout", unet, tok, args.attention_loss)
 
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
         batch_scenes = [scenes[i] for i in idx]
+        texts = captions_for(batch_scenes, rng, p_empty=0.3)
         with torch.no_grad():
-            cond = te(tokens(tok, captions_for(batch_scenes, rng, p_empty=0.3), device))[0]
+            cond = te(tokens(tok, texts, device))[0]
             gligen = gligen_inputs(batch_scenes, rng, tok, te, device)
-        return diffusion_loss(unet, sched, lat[idx].to(device), cond,
+        attention.start_pass()
+        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond,
                               cross_attention_kwargs={"gligen": gligen})
+        return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
 
     loop.run(loss_fn)
 
@@ -814,7 +841,7 @@ def main(argv=None):
     ap.add_argument("--freeze-text", action="store_true",
                     help="text2img: keep the text encoder fixed (once other models use it)")
     ap.add_argument("--attention-loss", type=float, default=0.0,
-                    help="text2img, inpaint: weight of the loss keeping each object's "
+                    help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
     ap.add_argument("--x0-weight-floor", type=float, default=0.0,
                     help="least weight of the predicted picture's error at any noise level "
@@ -823,6 +850,9 @@ def main(argv=None):
                     help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--binding-share", type=float, default=0.0,
                     help="inpaint: share of samples that hide one object of a 2-3-object scene")
+    ap.add_argument("--base-from-text2img", action="store_true",
+                    help="layout: once, at the start of this run, take every non-gated layer "
+                         "from text2img's current weights (the gated layers keep theirs)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
     ap.add_argument("--device", default="auto")

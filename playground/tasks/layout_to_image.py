@@ -1,7 +1,7 @@
 """Layout to image (GLIGEN): phrases placed in boxes, plus a caption of the whole."""
 from __future__ import annotations
 
-from . import checks, common
+from . import checks, common, placement
 
 TASK = "layout_to_image"
 # Fraction of the steps during which the boxes steer (GLIGEN's scheduled sampling);
@@ -10,25 +10,32 @@ GROUNDING_FRACTION = 0.3
 
 
 def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, steps,
-        guidance, seed, control):
+        guidance, seed, control, place_objects=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
     limits = registry.defaults(model, TASK)
     phrases, boxes = checks.phrases_and_boxes(phrases, boxes, limits["max_boxes"])
     width, height = limits["width"], limits["height"]
+    place_objects = checks.flag("place_objects", place_objects)
+    placed: list[dict] = []
 
     def call(pipe, generators, callbacks):
         checks.phrase_lengths(pipe.tokenizer, phrases)
-        return pipe(prompt=prompt, negative_prompt=negative_prompt or None,
+        latents = None
+        if place_objects:
+            latents = placement.boxed_latents(pipe, phrases, boxes, generators, height, width,
+                                              settings_common["steps"], control, placed)
+        return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     gligen_phrases=phrases, gligen_boxes=boxes,
                     gligen_scheduled_sampling_beta=GROUNDING_FRACTION,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
                     generator=generators, output_type="pil", **callbacks).images
 
-    settings = {"prompt": prompt, "negative_prompt": negative_prompt, "phrases": phrases,
-                "boxes": boxes, "width": width, "height": height, "warnings": []}
+    settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
+                                 "phrases": phrases, "boxes": boxes, "width": width,
+                                 "height": height, "warnings": []}, place_objects, placed)
     texts = {"prompt": prompt, "negative prompt": negative_prompt}
     texts.update({f"phrase {i}": p for i, p in enumerate(phrases, 1)})
     return common.execute(registry, TASK, settings_common, settings, call, control,

@@ -44,12 +44,12 @@ class Placement:
     start token) and the box (x0, y0, x1, y1 in 0..1) they name."""
     words: list[str]
     positions: list[int]
-    cell: str
+    cell: str | None  # None: a box given by the caller (layout-to-image), not a cell
     box: tuple[float, float, float, float]
 
     def describe(self) -> dict:
-        return {"words": " ".join(self.words), "cell": self.cell,
-                "box": [round(v, 4) for v in self.box]}
+        where = {"cell": self.cell} if self.cell else {}
+        return {"words": " ".join(self.words), **where, "box": [round(v, 4) for v in self.box]}
 
 
 def _plain(token: str) -> str:
@@ -93,6 +93,25 @@ def placements(tokens: list[str]) -> list[Placement]:
         positions = [i + 1 for i in objects + run]
         found.append(Placement([words[i] for i in objects + run], positions, cell, cell_bounds(cell)))
     return found
+
+
+def boxed_phrases(tokenizer, phrases: list[str], boxes: list) -> tuple[str, list[Placement]]:
+    """For layout-to-image: a text naming every phrase ("a red circle and a blue square")
+    and, per phrase, its words' token positions in that text and its box. The steering
+    reads the attention of these words, whatever the caption says, so any caption works
+    (and phrases that do not fit in the text encoder's window are left unsteered)."""
+    from ..teach.attention import prompt_tokens
+
+    text, found = "", []
+    for phrase, box in zip(phrases, boxes):
+        start = "" if not text else text + " and "
+        before = len(prompt_tokens(tokenizer, start + "a")) if start else 1
+        text = start + "a " + phrase
+        count = len(prompt_tokens(tokenizer, text))
+        positions = list(range(before + 1, count + 1))
+        words = [_plain(t) for t in prompt_tokens(tokenizer, text)[before:count]]
+        found.append(Placement(words, positions, None, tuple(float(v) for v in box)))
+    return text, found
 
 
 def token_boxes(found: list[Placement], count: int, n_tokens: int) -> tuple:
@@ -169,6 +188,17 @@ def starting_latents(pipe, prompt: str, generators, count: int, height: int, wid
         warnings.append(NOTHING_TO_PLACE)
         return None
     return placed_latents(pipe, prompt, found, generators, count, height, width, steps, control)
+
+
+def boxed_latents(pipe, phrases: list[str], boxes: list, generators, height: int, width: int,
+                  steps: int, control=None, placed: list | None = None) -> torch.Tensor:
+    """For a layout-to-image run with place_objects on: the starting latents (unscaled),
+    steered so each phrase's object lands in its box. What was placed is added to `placed`."""
+    text, found = boxed_phrases(pipe.tokenizer, phrases, boxes)
+    found = [p for p in found if p.positions]
+    if placed is not None:
+        placed.extend(p.describe() for p in found)
+    return placed_latents(pipe, text, found, generators, 1, height, width, steps, control)
 
 
 def record(settings: dict, place_objects: bool, placed: list) -> dict:

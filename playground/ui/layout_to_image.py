@@ -115,6 +115,10 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             negative = gr.Textbox(label="Negative prompt", elem_id=f"{TAB}-negative")
             buttons = run_buttons(TAB)
             controls = sampling_controls(pg, TASK, TAB)
+            place = gr.Checkbox(label="Steer the objects into their boxes", value=False,
+                                elem_id=f"{TAB}-place",
+                                info="Also steers the starting noise toward the boxes before "
+                                     "sampling; about +0.5 s per picture on the starter model.")
         with gr.Column():
             with gr.Row():
                 result = gr.Image(label="Result (PNG)", format="png", type="filepath",
@@ -133,14 +137,15 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                   api_visibility="private")
     clear.click(lambda: canvas_value(), None, canvas, queue=False, api_visibility="private")
 
-    def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed,
+    def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed, place,
                  request: gr.Request, progress=gr.Progress()):
         phrases, boxes = phrases_and_boxes(annotation)
 
         def call(control):
             return pg.layout_to_image(prompt, phrases, boxes, negative_prompt=negative,
                                       model=model, scheduler=scheduler, steps=steps,
-                                      guidance=guidance, seed=seed, control=control)
+                                      guidance=guidance, seed=seed, control=control,
+                                      place_objects=place)
 
         def on_done(image):
             return png_ready(image), boxes_over(image, phrases, boxes), settings_json(image)
@@ -148,9 +153,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
                                 progress=progress, n_results=3, on_done=on_done)
 
-    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs],
+    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs, place],
              [result, overlay, settings], preview, status, controls.seed_used, runs=runs,
              tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
     fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
-              "boxes": canvas}
+              "boxes": canvas, "place_objects": place}
     return LayoutTab(result, send_to_inpaint, send_to_upscale, fields)
