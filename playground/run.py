@@ -31,12 +31,20 @@ class RunControl:
         second-order scheduler's two model calls count as one step).
     on_preview(image, step, total): every `preview_every` steps (0 = never) with a PIL
         picture of the current estimate, decoded cheaply from the latents.
+    on_stage(name, done, total): during work done before sampling starts, e.g.
+        ("placing objects", 3, 10) while place_objects steers the starting noise.
     cancel(): from any thread; the run stops at its next step and raises `Cancelled`.
     """
     on_progress: Callable[[int, int], None] | None = None
     on_preview: Callable[[Image.Image, int, int], None] | None = None
     preview_every: int = 0
+    on_stage: Callable[[str, int, int], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def report_stage(self, name: str, done: int, total: int) -> None:
+        self.raise_if_cancelled()
+        if self.on_stage is not None:
+            self.on_stage(name, done, total)
 
     def cancel(self) -> None:
         self._stop.set()

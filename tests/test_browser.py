@@ -110,8 +110,8 @@ def generate(page: Page, tab: str) -> list[str]:
     set_number(page, f"{tab}-steps", STEPS)
     watch_status(page, f"{tab}-status")
     page.click(f"#{tab}-generate")
-    page.wait_for_function(
-        "(id) => document.querySelector('#' + id).innerText.includes('Done in')"
+    page.wait_for_function(  # "Done in" seen since this click (not a run before it)
+        "(id) => window.__seen[id].some((text) => text.includes('Done in'))"
         " || document.querySelector('[data-testid=toast-body]')",
         arg=f"{tab}-status", timeout=TIMEOUT_MS)
     toast = page.locator("[data-testid=toast-body]")
@@ -183,7 +183,8 @@ def test_place_objects_checkbox_reaches_the_run(page):
     page.fill("#t2i-prompt textarea", prompt)
     set_number(page, "t2i-seed", 1)
     page.locator("#t2i-place input[type=checkbox]").check()
-    generate(page, "t2i")
+    seen = generate(page, "t2i")
+    assert any(text.startswith("Placing objects") for text in seen), seen
     shown = assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
     placed = Playground(device="cpu").text_to_image(prompt, seed=1, steps=STEPS,
                                                     place_objects=True)
@@ -210,9 +211,15 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
 
     seen = generate(page, "layout")
     assert_progress_was_shown(seen)
-    assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    plain = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     overlay = page.locator("#layout-overlay")
     assert "a red circle" in overlay.inner_text(), "the box is not drawn over the result"
+
+    page.locator("#layout-place input[type=checkbox]").check()
+    seen = generate(page, "layout")
+    assert any(text.startswith("Placing objects") for text in seen), seen
+    placed = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert np.abs(placed - plain).max() > 50, "the checkbox did not reach the run"
 
 
 def test_inpaint_tab_paints_a_mask(page):

@@ -117,9 +117,15 @@ def test_same_seed_same_pixels_and_settings_change_them(client, pictures, task):
 
 
 def test_place_objects_over_http(client):
-    _, settings = call(client, "text_to_image", prompt="a red circle in the top left", steps=4,
-                       seed=3, place_objects=True)
+    job = client.submit(prompt="a red circle in the top left", steps=4, seed=3,
+                        place_objects=True, api_name="/text_to_image")
+    _, settings = job.result()
     assert settings["place_objects"] is True and settings["placed"][0]["cell"] == "top left"
+    stages = [update for picture, update in job.outputs() if picture is None and "stage" in update]
+    assert stages and all(u["stage"] == "placing objects" and u["total"] == 10 for u in stages)
+    _, settings = call(client, "layout_to_image", prompt="a blue square", phrases=["blue square"],
+                       boxes=[[0.6, 0.6, 0.95, 0.95]], steps=4, seed=3, place_objects=True)
+    assert settings["placed"] == [{"words": "blue square", "box": [0.6, 0.6, 0.95, 0.95]}]
 
 
 def test_random_seed_is_reported(client):

@@ -44,6 +44,28 @@ def test_stream_reports_every_step_previews_and_the_result(pg):
     assert runs.count() == 0
 
 
+def test_placing_objects_reports_its_passes_before_the_steps_and_can_be_stopped(pg):
+    def placed(control):
+        return pg.text_to_image("a red circle in the top left", steps=4, seed=1,
+                                control=control, place_objects=True)
+
+    updates = list(stream_run(placed, steps=4, runs=ActiveRuns(), session="a", tab="t2i",
+                              poll_s=0.01))
+    staged = [(u.stage, u.step, u.total) for u in updates if u.stage]
+    assert staged and staged[-1] == ("placing objects", 10, 10)
+    first_step = next(i for i, u in enumerate(updates) if not u.stage)
+    assert all(not u.stage for u in updates[first_step:])  # the passes come first
+    assert common.stage_message(updates[0]).count("Placing objects") == 1
+
+    runs = ActiveRuns()
+    with pytest.raises(Cancelled):
+        for update in stream_run(placed, steps=4, runs=runs, session="a", tab="t2i",
+                                 poll_s=0.01):
+            assert update.stage, "a stop during placing ends the run before sampling"
+            runs.stop("a", "t2i")
+    assert runs.count() == 0
+
+
 def test_stop_cancels_only_that_sessions_run_within_two_steps(pg):
     runs = ActiveRuns()
     steps_seen, stopped_at = [], None

@@ -29,6 +29,7 @@ NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (
                     "circle in the top left\"; positions: " + ", ".join(CELLS) + "), so the "
                     "starting noise was left as drawn")
 NUDGES = 10
+STAGE = "placing objects"  # the progress reports' name for the nudges
 STEP = 0.03  # each nudge moves the noise by STEP times a unit-spread gradient
 
 SAME_WORD = {"center": "centre", "middle": "centre", "upper": "top", "lower": "bottom"}
@@ -137,7 +138,7 @@ def steer(unet, scheduler, noise, cond, boxes, valid, nudges=NUDGES, step=STEP, 
     copy_of_unet = with_recording_processors(unet_sharing_weights(unet), recorder)
     t = scheduler.timesteps[0]
     x = noise
-    for _ in range(nudges):
+    for done in range(nudges):
         if control is not None:
             control.raise_if_cancelled()
         x = x.detach().requires_grad_(True)
@@ -151,6 +152,8 @@ def steer(unet, scheduler, noise, cond, boxes, valid, nudges=NUDGES, step=STEP, 
         mean, spread = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True)
         moved_mean, moved_spread = moved.mean((2, 3), keepdim=True), moved.std((2, 3), keepdim=True)
         x = (moved - moved_mean) / moved_spread * spread + mean
+        if control is not None:
+            control.report_stage(STAGE, done + 1, nudges)
     return x.detach()
 
 

@@ -132,7 +132,11 @@ class ApiEndpoints:
                 if update.done:
                     yield self._answer(update.result)
                     return
-                yield None, {"step": update.step, "total": update.total}
+                if update.stage:
+                    yield None, {"stage": update.stage, "step": update.step,
+                                 "total": update.total}
+                else:
+                    yield None, {"step": update.step, "total": update.total}
         except gr.Error:
             raise
         except Cancelled as error:

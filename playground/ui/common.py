@@ -76,6 +76,13 @@ def step_message(step: int, total: int, seconds: float) -> str:
             f"<div>Step {step}/{total} · {seconds:.1f} s</div>")
 
 
+def stage_message(update) -> str:
+    """The status line before sampling starts, e.g. while objects are being placed."""
+    return (f'<progress value="{update.step}" max="{update.total}" style="width: 100%">'
+            f"</progress><div>{update.stage.capitalize()} {update.step}/{update.total} · "
+            f"{update.seconds:.1f} s</div>")
+
+
 # ---------------------------------------------------------------- controls
 
 @dataclass
@@ -189,6 +196,11 @@ def stream_to_ui(call: Callable, *, steps: Any, runs: ActiveRuns, request: gr.Re
                 yield (*on_done(update.result), gr.skip(), done_message(settings),
                        settings.get("seed"))
                 return
+            if update.stage:
+                progress((update.step, update.total), desc=update.stage.capitalize(),
+                         unit="passes")
+                yield (*skip, gr.skip(), stage_message(update), gr.skip())
+                continue
             progress((update.step, update.total), desc="Sampling", unit="steps")
             preview = update.preview if update.preview is not None else gr.skip()
             yield (*skip, preview, step_message(update.step, update.total, update.seconds),

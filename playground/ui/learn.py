@@ -14,7 +14,7 @@ import gradio as gr
 from .. import Cancelled, Playground
 from ..teach import explain, forward
 from .common import (DISPLAY_HEIGHT, call_core, run_buttons, sampling_controls, session_of,
-                     user_error)
+                     stage_message, user_error)
 from .examples import example_picture_file
 from .runs import ActiveRuns, stream_run
 
@@ -144,6 +144,9 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
                            value=len(now)), *frame_pictures(now, len(now)),
                            f"Done in {update.seconds:.1f} s", call_core(pg.show_code, image))
                     return
+                if update.stage:
+                    yield (gr.skip(),) * 5 + (stage_message(update), gr.skip())
+                    continue
                 if len(now) != shown:
                     shown = len(now)
                     yield (strip_items(now), now, gr.skip(), gr.skip(), gr.skip(),

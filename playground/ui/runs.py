@@ -28,6 +28,7 @@ class Step:
     """One update from a running request; `done` is True for the last one."""
     step: int = 0
     total: int = 0
+    stage: str = ""  # set while work before sampling reports (RunControl.on_stage)
     preview: Image.Image | None = None
     seconds: float = 0.0
     done: bool = False
@@ -109,6 +110,7 @@ def stream_run(call: Callable[[RunControl], Any], *, steps: int, runs: ActiveRun
     control = RunControl(
         on_progress=lambda step, total: events.put(("progress", step, total, None)),
         on_preview=lambda image, step, total: events.put(("progress", step, total, image)),
+        on_stage=lambda name, done, total: events.put(("stage", done, total, name)),
         preview_every=preview_every(steps) if previews else 0)
     outcome: dict = {}
 
@@ -144,15 +146,16 @@ def _updates(events: queue.Queue, start: float, poll_s: float) -> Iterator[Step]
     plain step reports are merged when several arrived since the last poll."""
     while True:
         try:
-            kind, step, total, preview = events.get(timeout=poll_s)
+            kind, step, total, payload = events.get(timeout=poll_s)
         except queue.Empty:
             continue
         if kind == "end":
             return
-        while preview is None and not events.empty():
+        while kind == "progress" and payload is None and not events.empty():
             peek = events.queue[0]
-            if peek[0] == "end":
+            if peek[0] != "progress":
                 break
-            kind, step, total, preview = events.get_nowait()
-        yield Step(step=step, total=total, preview=preview,
+            kind, step, total, payload = events.get_nowait()
+        yield Step(step=step, total=total, stage=payload if kind == "stage" else "",
+                   preview=payload if kind == "progress" else None,
                    seconds=time.perf_counter() - start)
