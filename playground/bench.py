@@ -1,7 +1,7 @@
 """Seconds per image at 20 steps, per task, on this machine: the playground beside the
 plain diffusers pipeline called directly with the same settings (ratio ~1.0 means the
-playground adds nothing), text-to-image with place_objects beside without, and a
-gradio_client call beside a direct Python call.
+playground adds nothing), text-to-image and layout-to-image with place_objects beside
+without, and a gradio_client call beside a direct Python call.
 
     python -m playground.bench                 # starter models, all tasks, HTTP too
     python -m playground.bench --repeats 5 --no-http --tasks text_to_image inpaint
@@ -109,14 +109,18 @@ def bench_tasks(pg: Playground, tasks, steps: int, repeats: int, device: str) ->
     return rows
 
 
-def bench_placement(pg: Playground, steps: int, repeats: int) -> list[str]:
+def bench_placement(pg: Playground, tasks, steps: int, repeats: int) -> list[str]:
     """What steering the starting noise (place_objects) costs, beside the same run without."""
-    kwargs = dict(prompt=PROMPT, steps=steps, seed=1, scheduler="DPM++ 2M")
-    plain, placed = interleaved(lambda: pg.text_to_image(**kwargs),
-                                lambda: pg.text_to_image(**kwargs, place_objects=True), repeats)
-    return ["| text_to_image | s/image | ratio |", "|---|---|---|",
-            f"| plain | {plain:.3f} | 1.00 |",
-            f"| place_objects=True | {placed:.3f} | {placed / plain:.2f} |"]
+    runs = {"text_to_image": lambda **extra: pg.text_to_image(PROMPT, **extra),
+            "layout_to_image": lambda **extra: pg.layout_to_image(
+                "a red circle and a blue square", PHRASES, BOXES, **extra)}
+    rows = ["| task | plain s/image | place_objects=True s/image | ratio |", "|---|---|---|---|"]
+    for task in [t for t in tasks if t in runs]:
+        kwargs = dict(steps=steps, seed=1, scheduler="DPM++ 2M")
+        plain, placed = interleaved(lambda: runs[task](**kwargs),
+                                    lambda: runs[task](**kwargs, place_objects=True), repeats)
+        rows.append(f"| {task} | {plain:.3f} | {placed:.3f} | {placed / plain:.2f} |")
+    return rows
 
 
 def bench_http(pg: Playground, steps: int, repeats: int) -> list[str]:
@@ -166,8 +170,8 @@ def main(argv=None) -> None:
           f"torch threads {torch.get_num_threads()}\n", flush=True)
     rows = bench_tasks(pg, args.tasks, args.steps, args.repeats, device)
     print("\n" + "\n".join(rows))
-    if "text_to_image" in args.tasks:
-        print("\n" + "\n".join(bench_placement(pg, args.steps, args.repeats)))
+    if {"text_to_image", "layout_to_image"} & set(args.tasks):
+        print("\n" + "\n".join(bench_placement(pg, args.tasks, args.steps, args.repeats)))
     if not args.no_http:
         print("\n" + "\n".join(bench_http(pg, args.steps, args.repeats)))
 

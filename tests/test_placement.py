@@ -178,3 +178,11 @@ def test_a_placed_layout_is_recorded_restored_and_shown_as_code(starter, tmp_pat
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
     assert np.array_equal(pixels(Image.open(tmp_path / "result.png")), pixels(image))
+
+
+def test_the_bench_lists_what_placing_costs_for_both_tasks(starter):
+    from playground.bench import bench_placement
+
+    rows = bench_placement(starter, ["text_to_image", "layout_to_image", "inpaint"], 2, 1)
+    assert [row.split("|")[1].strip() for row in rows[2:]] == ["text_to_image", "layout_to_image"]
+    assert all(float(cell) > 0 for row in rows[2:] for cell in row.split("|")[2:5])
