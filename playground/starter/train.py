@@ -514,6 +514,21 @@ def base_from_text2img(loop, gated) -> None:
     log("layout", f"{taken} base tensors taken from text2img's EMA at step {loop.step}")
 
 
+def open_gates(loop, value: float) -> None:
+    """--open-gates V: set every gated layer's gate to tanh(alpha) = V, in the model and
+    its EMA. Closed gates pass the gated layers almost no gradient (their output is
+    multiplied by tanh(alpha) ~ 0), and at this training budget they stayed shut."""
+    unet, ema = loop.modules["unet"], loop.emas["unet"]
+    alpha = math.atanh(value)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if name.endswith((".alpha_attn", ".alpha_dense")):
+                p.fill_(alpha)
+                ema.shadow[name].fill_(alpha)
+                loop.opt.state.pop(p, None)
+    log("layout", f"gates opened to {value} at step {loop.step}")
+
+
 def train_layout(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
@@ -535,6 +550,8 @@ def train_layout(args, device):
     loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups)
     if args.base_from_text2img:
         base_from_text2img(loop, gated)
+    if args.open_gates:
+        open_gates(loop, args.open_gates)
     rng = random.Random(3000 + loop.step)
     attention = AttentionSupervision("layout", unet, tok, args.attention_loss)
 
@@ -853,6 +870,9 @@ def main(argv=None):
     ap.add_argument("--base-from-text2img", action="store_true",
                     help="layout: once, at the start of this run, take every non-gated layer "
                          "from text2img's current weights (the gated layers keep theirs)")
+    ap.add_argument("--open-gates", type=float, default=0.0,
+                    help="layout: once, at the start of this run, set every gate tanh(alpha) "
+                         "of the gated layers to this value (0: leave them)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
     ap.add_argument("--device", default="auto")
