@@ -59,6 +59,13 @@ def main(argv=None) -> None:
                                 boxes=[[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]],
                                 scheduler="Euler a", steps=args.steps, seed=2)
     save(layout, out / "layout_to_image.png")
+    # ... and with the starting noise steered toward the boxes as well
+    steered = pg.layout_to_image("a red circle and a blue square",
+                                 phrases=["a red circle", "a blue square"],
+                                 boxes=[[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]],
+                                 scheduler="Euler a", steps=args.steps, seed=2,
+                                 place_objects=True)
+    save(steered, out / "layout_to_image_placed.png")
 
     # Inpainting: white in the mask = repaint; everything else comes back unchanged
     scene = render(Scene("white", [Obj("red", "circle", (0.1, 0.1, 0.45, 0.45))]))
