@@ -209,16 +209,17 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
                            ".includes('a red circle')")
     assert "a red circle" in table.inner_text()
 
-    seen = generate(page, "layout")
+    seen = generate(page, "layout")  # steering toward the boxes is on from the start
     assert_progress_was_shown(seen)
-    plain = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert any(text.startswith("Placing objects") for text in seen), seen
+    placed = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     overlay = page.locator("#layout-overlay")
     assert "a red circle" in overlay.inner_text(), "the box is not drawn over the result"
 
-    page.locator("#layout-place input[type=checkbox]").check()
+    page.locator("#layout-place input[type=checkbox]").uncheck()
     seen = generate(page, "layout")
-    assert any(text.startswith("Placing objects") for text in seen), seen
-    placed = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert not any(text.startswith("Placing objects") for text in seen), seen
+    plain = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     assert np.abs(placed - plain).max() > 50, "the checkbox did not reach the run"
 
 
