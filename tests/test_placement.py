@@ -156,8 +156,8 @@ def test_layout_objects_land_in_their_boxes_more_often_when_placed(starter, judg
             image = starter.layout_to_image(phrase, [phrase[2:]], [box], seed=1,
                                             place_objects=place)
             overlap[place].append(best_match(box, judge.read(image))[1])
-    assert np.mean(overlap[True]) > np.mean(overlap[False]) + 0.1, overlap
-    assert sum(v > 0.3 for v in overlap[True]) >= 4, overlap
+    assert np.mean(overlap[True]) > np.mean(overlap[False]) + 0.3, overlap
+    assert sum(v > 0.3 for v in overlap[True]) >= 5, overlap
 
 
 def test_a_placed_layout_is_recorded_restored_and_shown_as_code(starter, tmp_path, monkeypatch):

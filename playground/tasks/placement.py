@@ -32,7 +32,7 @@ NUDGES = 10
 STEP = 0.03  # each nudge moves the noise by STEP times a unit-spread gradient
 # Layout boxes fit their objects tightly (a cell is a ninth of the picture), and the starter
 # layout model's box IoU kept rising with stronger steering up to about this (model card)
-BOX_NUDGES, BOX_STEP = 20, 0.06
+BOX_NUDGES, BOX_STEP = 20, 0.1
 STAGE = "placing objects"  # the progress reports' name for the nudges
 
 SAME_WORD = {"center": "centre", "middle": "centre", "upper": "top", "lower": "bottom"}
