@@ -13,6 +13,9 @@ Position words name the cells of a 3 x 3 grid, as in the starter world: "top lef
 "bottom", "bottom right" ("upper"/"lower" read as top/bottom). A prompt is cut into
 parts at commas, "and", ":", ";" and "with"; in each part that has position words, the
 words before them (less articles and prepositions) are the object's words.
+
+Layout-to-image steers the same way toward the boxes the caller gives, reading each
+phrase's words in a text built from the phrases (`boxed_phrases`, `boxed_latents`).
 """
 from __future__ import annotations
 
