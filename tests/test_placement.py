@@ -130,7 +130,7 @@ def test_each_phrase_gets_its_own_words_in_the_steering_text(starter):
     from playground.tasks.placement import boxed_phrases
 
     tokenizer = starter.registry.pipeline("starter", "layout_to_image").tokenizer
-    text, found = boxed_phrases(tokenizer, ["large black triangle", "red disc"],
+    text, found = boxed_phrases(tokenizer, ["large black triangle", "a red disc"],
                                 [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]])
     assert text == "a large black triangle and a red disc"
     assert [p.words for p in found] == [["large", "black", "triangle"], ["red", "disc"]]
@@ -186,3 +186,11 @@ def test_the_bench_lists_what_placing_costs_for_both_tasks(starter):
     rows = bench_placement(starter, ["text_to_image", "layout_to_image", "inpaint"], 2, 1)
     assert [row.split("|")[1].strip() for row in rows[2:]] == ["text_to_image", "layout_to_image"]
     assert all(float(cell) > 0 for row in rows[2:] for cell in row.split("|")[2:5])
+
+
+def test_a_layout_whose_phrases_the_model_does_not_know_is_left_as_drawn(starter):
+    plain = starter.layout_to_image("a dog", ["a dog"], [[0.1, 0.1, 0.5, 0.5]], seed=2, steps=4)
+    placed = starter.layout_to_image("a dog", ["a dog"], [[0.1, 0.1, 0.5, 0.5]], seed=2, steps=4,
+                                     place_objects=True)
+    assert np.array_equal(pixels(plain), pixels(placed))
+    assert any("no phrase has a word the model knows" in w for w in settings_of(placed)["warnings"])

@@ -19,13 +19,15 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
     width, height = limits["width"], limits["height"]
     place_objects = checks.flag("place_objects", place_objects)
     placed: list[dict] = []
+    warnings: list[str] = []
 
     def call(pipe, generators, callbacks):
         checks.phrase_lengths(pipe.tokenizer, phrases)
         latents = None
         if place_objects:
             latents = placement.boxed_latents(pipe, phrases, boxes, generators, height, width,
-                                              settings_common["steps"], control, placed)
+                                              settings_common["steps"], control, placed,
+                                              warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     gligen_phrases=phrases, gligen_boxes=boxes,
                     gligen_scheduled_sampling_beta=GROUNDING_FRACTION,
@@ -35,7 +37,8 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
 
     settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
                                  "phrases": phrases, "boxes": boxes, "width": width,
-                                 "height": height, "warnings": []}, place_objects, placed)
+                                 "height": height, "warnings": warnings}, place_objects,
+                                placed)
     texts = {"prompt": prompt, "negative prompt": negative_prompt}
     texts.update({f"phrase {i}": p for i, p in enumerate(phrases, 1)})
     return common.execute(registry, TASK, settings_common, settings, call, control,

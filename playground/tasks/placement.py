@@ -31,6 +31,8 @@ from ..starter.world import CELLS, cell_bounds
 NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (e.g. \"a red "
                     "circle in the top left\"; positions: " + ", ".join(CELLS) + "), so the "
                     "starting noise was left as drawn")
+NO_PHRASE_TO_PLACE = ("place objects: no phrase has a word the model knows, so the starting "
+                      "noise was left as drawn")
 NUDGES = 10
 STEP = 0.03  # each nudge moves the noise by STEP times a unit-spread gradient
 # Layout boxes fit their objects tightly (a cell is a ninth of the picture), and the starter
@@ -112,12 +114,14 @@ def boxed_phrases(tokenizer, phrases: list[str], boxes: list) -> tuple[str, list
     text, found = "", []
     for phrase, box in zip(phrases, boxes):
         start = "" if not text else text + " and "
-        before = len(prompt_tokens(tokenizer, start + "a")) if start else 1
-        text = start + "a " + phrase
-        count = len(prompt_tokens(tokenizer, text))
-        positions = list(range(before + 1, count + 1))
-        words = [_plain(t) for t in prompt_tokens(tokenizer, text)[before:count]]
-        found.append(Placement(words, positions, None, tuple(float(v) for v in box)))
+        has_article = phrase.split()[:1] in (["a"], ["an"], ["the"], ["one"])
+        text = start + ("" if has_article else "a ") + phrase
+        before = len(prompt_tokens(tokenizer, start))
+        tokens = prompt_tokens(tokenizer, text)
+        own = [(i + 1, _plain(t)) for i, t in enumerate(tokens) if i >= before]
+        own = [(position, word) for position, word in own if word not in NOT_OBJECT_WORDS]
+        found.append(Placement([w for _, w in own], [p for p, _ in own], None,
+                               tuple(float(v) for v in box)))
     return text, found
 
 
@@ -200,13 +204,19 @@ def starting_latents(pipe, prompt: str, generators, count: int, height: int, wid
 
 
 def boxed_latents(pipe, phrases: list[str], boxes: list, generators, height: int, width: int,
-                  steps: int, control=None, placed: list | None = None) -> torch.Tensor:
+                  steps: int, control=None, placed: list | None = None,
+                  warnings: list | None = None) -> torch.Tensor | None:
     """For a layout-to-image run with place_objects on: the starting latents (unscaled),
-    steered so each phrase's object lands in its box. What was placed is added to `placed`."""
+    steered so each phrase's object lands in its box, or None (and a warning) when no
+    phrase has a word the model knows. What was placed is added to `placed`."""
     text, found = boxed_phrases(pipe.tokenizer, phrases, boxes)
     found = [p for p in found if p.positions]
     if placed is not None:
         placed.extend(p.describe() for p in found)
+    if not found:
+        if warnings is not None:
+            warnings.append(NO_PHRASE_TO_PLACE)
+        return None
     return placed_latents(pipe, text, found, generators, 1, height, width, steps, control,
                           BOX_NUDGES, BOX_STEP)
 
