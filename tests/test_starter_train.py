@@ -173,3 +173,35 @@ def test_binding_share_hides_one_object_of_a_crowded_scene():
                    for x0, y0, x1, y1 in (o.box for o in scenes[i].objects))
     idx, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
     assert set(idx) - set(crowded)  # without it, one-object scenes come too
+
+
+def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_its_gates(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    (tmp_path / "layout").mkdir()
+    torch.manual_seed(1)
+    text2img = models.build_unet("text2img")
+    (tmp_path / "text2img").mkdir()
+    train.save_state(str(tmp_path / "text2img" / "state.safetensors"), {"unet": text2img},
+                     {"unet": train.Ema(text2img, 0.999)}, torch.optim.AdamW(text2img.parameters()), 5)
+    torch.manual_seed(2)
+    layout = models.build_unet("layout")
+    gated_before = {n: p.detach().clone() for n, p in layout.named_parameters() if ".fuser." in n}
+    loop = SimpleNamespace(modules={"unet": layout}, emas={"unet": train.Ema(layout, 0.999)},
+                           opt=torch.optim.AdamW(layout.parameters()), step=7)
+
+    def gated(name):
+        return ".fuser." in name or name.startswith("position_net.")
+
+    train.base_from_text2img(loop, gated)
+    base = dict(text2img.named_parameters())
+    for name, p in layout.named_parameters():
+        if gated(name):
+            continue
+        assert torch.equal(p, base[name]) and torch.equal(loop.emas["unet"].shadow[name], base[name])
+    assert all(torch.equal(dict(layout.named_parameters())[n], v) for n, v in gated_before.items())
+
+    train.open_gates(loop, 0.1)
+    gates = [p for n, p in layout.named_parameters() if n.endswith((".alpha_attn", ".alpha_dense"))]
+    assert gates and all(torch.allclose(torch.tanh(g), torch.tensor(0.1)) for g in gates)

@@ -477,10 +477,15 @@ def gligen_inputs(scenes, rng, tok, te, device, max_objs=30, p_drop=0.1):
     return {"boxes": boxes.to(device), "positive_embeddings": emb, "masks": masks.to(device)}
 
 
+def ema_unet_weights(task: str) -> dict:
+    """The EMA UNet weights in runs/<task>/state.safetensors, by the UNet's own names."""
+    tensors = load_file(os.path.join(RUNS, task, "state.safetensors"))
+    return {k[len("ema_unet."):]: v for k, v in tensors.items() if k.startswith("ema_unet.")}
+
+
 def init_from_text2img(unet, device):
     """Copy the text2img UNet weights into a UNet of another kind (extra input channels zero)."""
-    path = os.path.join(RUNS, "text2img", "state.safetensors")
-    src = {k[len("ema_unet."):]: v for k, v in load_file(path).items() if k.startswith("ema_unet.")}
+    src = ema_unet_weights("text2img")
     own = unet.state_dict()
     for k, v in src.items():
         if k in own and own[k].shape == v.shape:
@@ -499,8 +504,7 @@ def base_from_text2img(loop, gated) -> None:
     optimiser moments; the gated layers keep what they learned. The layout UNet began as
     an early text2img checkpoint, whose cross-attention was spread over the whole picture
     (MODEL_CARD.md, "Layout on the newer base")."""
-    path = os.path.join(RUNS, "text2img", "state.safetensors")
-    base = {k[len("ema_unet."):]: v for k, v in load_file(path).items() if k.startswith("ema_unet.")}
+    base = ema_unet_weights("text2img")
     unet, ema = loop.modules["unet"], loop.emas["unet"]
     taken = 0
     with torch.no_grad():
@@ -702,8 +706,7 @@ def train_upscale(args, device):
 
 def _ema_unet(task: str):
     unet = models.build_unet(task)
-    t = load_file(os.path.join(RUNS, task, "state.safetensors"))
-    unet.load_state_dict({k[len("ema_unet."):]: v for k, v in t.items() if k.startswith("ema_unet.")})
+    unet.load_state_dict(ema_unet_weights(task))
     return unet
 
 
