@@ -132,11 +132,8 @@ class ApiEndpoints:
                 if update.done:
                     yield self._answer(update.result)
                     return
-                if update.stage:
-                    yield None, {"stage": update.stage, "step": update.step,
-                                 "total": update.total}
-                else:
-                    yield None, {"step": update.step, "total": update.total}
+                stage = {"stage": update.stage} if update.stage else {}
+                yield None, {**stage, "step": update.step, "total": update.total}
         except gr.Error:
             raise
         except Cancelled as error:

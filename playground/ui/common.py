@@ -70,17 +70,15 @@ def done_message(settings: dict) -> str:
     return f"<div>{html.escape(line)}</div>" + (f"<ul>{warnings}</ul>" if warnings else "")
 
 
-def step_message(step: int, total: int, seconds: float) -> str:
+def step_message(step: int, total: int, seconds: float, label: str = "Step") -> str:
     """The status line while sampling: a progress bar and the step count."""
     return (f'<progress value="{step}" max="{total}" style="width: 100%"></progress>'
-            f"<div>Step {step}/{total} · {seconds:.1f} s</div>")
+            f"<div>{label} {step}/{total} · {seconds:.1f} s</div>")
 
 
 def stage_message(update) -> str:
     """The status line before sampling starts, e.g. while objects are being placed."""
-    return (f'<progress value="{update.step}" max="{update.total}" style="width: 100%">'
-            f"</progress><div>{update.stage.capitalize()} {update.step}/{update.total} · "
-            f"{update.seconds:.1f} s</div>")
+    return step_message(update.step, update.total, update.seconds, update.stage.capitalize())
 
 
 # ---------------------------------------------------------------- controls
