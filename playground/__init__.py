@@ -126,7 +126,7 @@ class Playground:
                         negative_prompt: str = "", model: str = "starter",
                         scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                         seed: int = -1, control: RunControl | None = None,
-                        place_objects: bool = False):
+                        place_objects: bool = False, regional_prompts: bool = False):
         """Make a picture with given objects in given boxes (GLIGEN).
 
         Args:
@@ -138,6 +138,10 @@ class Playground:
                 in its box (`tasks/placement.py`, as for text_to_image; the boxes then
                 act through the noise as well as through the gated layers).
                 settings["placed"] lists the words and boxes used.
+            regional_prompts: in every cross-attention layer, the pixels of each box read
+                only their own phrase and the rest of the picture the caption
+                (`tasks/regions.py`), so two objects' colours and shapes do not swap; best
+                together with place_objects, which decides where the objects land.
             others: as in `text_to_image`.
 
         Returns: a PIL RGB image at the model's native size, with info["settings"]
@@ -147,7 +151,8 @@ class Playground:
         return layout_to_image.run(
             self.registry, prompt=prompt, phrases=phrases, boxes=boxes,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
-            guidance=guidance, seed=seed, control=control, place_objects=place_objects)
+            guidance=guidance, seed=seed, control=control, place_objects=place_objects,
+            regional_prompts=regional_prompts)
 
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,

@@ -1,7 +1,8 @@
 """Seconds per image at 20 steps, per task, on this machine: the playground beside the
 plain diffusers pipeline called directly with the same settings (ratio ~1.0 means the
 playground adds nothing), text-to-image and layout-to-image with place_objects beside
-without, and a gradio_client call beside a direct Python call.
+without, layout-to-image with regional_prompts beside without, and a gradio_client call
+beside a direct Python call.
 
     python -m playground.bench                 # starter models, all tasks, HTTP too
     python -m playground.bench --repeats 5 --no-http --tasks text_to_image inpaint
@@ -123,6 +124,18 @@ def bench_placement(pg: Playground, tasks, steps: int, repeats: int) -> list[str
     return rows
 
 
+def bench_regional(pg: Playground, steps: int, repeats: int) -> list[str]:
+    """What regional prompts cost on layout-to-image (one more cross-attention pass per
+    box and per layer), beside the same run without."""
+    def layout(**extra):
+        return pg.layout_to_image("a red circle and a blue square", PHRASES, BOXES, steps=steps,
+                                  seed=1, scheduler="DPM++ 2M", **extra)
+
+    plain, regional = interleaved(layout, lambda: layout(regional_prompts=True), repeats)
+    return ["| task | plain s/image | regional_prompts=True s/image | ratio |", "|---|---|---|---|",
+            f"| layout_to_image | {plain:.3f} | {regional:.3f} | {regional / plain:.2f} |"]
+
+
 def bench_http(pg: Playground, steps: int, repeats: int) -> list[str]:
     """A gradio_client call to /text_to_image beside the same direct Python call."""
     from gradio_client import Client
@@ -172,6 +185,8 @@ def main(argv=None) -> None:
     print("\n" + "\n".join(rows))
     if {"text_to_image", "layout_to_image"} & set(args.tasks):
         print("\n" + "\n".join(bench_placement(pg, args.tasks, args.steps, args.repeats)))
+    if "layout_to_image" in args.tasks:
+        print("\n" + "\n".join(bench_regional(pg, args.steps, args.repeats)))
     if not args.no_http:
         print("\n" + "\n".join(bench_http(pg, args.steps, args.repeats)))
 

@@ -21,7 +21,7 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
 
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
 TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects"),
-             "layout_to_image": ("phrases", "boxes", "place_objects"),
+             "layout_to_image": ("phrases", "boxes", "place_objects", "regional_prompts"),
              "inpaint": ("strength",),
              "upscale": ("noise_level",)}
 # What a run records about itself; never set back, never reported as ignored.
@@ -63,6 +63,9 @@ def _boxes(value) -> list[list[float]]:
 
 
 def _flag(value) -> bool:
+    """True or False, also as a link writes them ("True"/"False", any case)."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if not isinstance(value, bool):
         raise ValueError("not true or false")
     return value
@@ -75,7 +78,8 @@ def _scheduler(value) -> str | None:
 READERS = {"model": _text, "prompt": _text, "negative_prompt": _text, "scheduler": _scheduler,
            "steps": _whole, "guidance": float, "seed": _seed, "width": _whole, "height": _whole,
            "num_images": _whole, "phrases": _phrases, "boxes": _boxes, "strength": float,
-           "noise_level": _whole, "place_objects": _flag}
+           "noise_level": _whole, "place_objects": _flag,
+           "regional_prompts": _flag}
 
 
 @dataclass

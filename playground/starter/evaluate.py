@@ -328,6 +328,8 @@ def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list
     figures, examples = layout_figures(pipe, judge, cases, guidance, place_objects=False)
     placed, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True)
     figures.update({PLACED_LAYOUT_ROWS[k]: v for k, v in placed.items()})
+    regional, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True, regional=True)
+    figures.update({REGIONAL_LAYOUT_ROWS[k]: v for k, v in regional.items()})
     return figures, examples
 
 
@@ -335,25 +337,36 @@ PLACED_LAYOUT_ROWS = {"mean box IoU": "objects placed: mean box IoU",
                       "attributes right (all stated)": "objects placed: attributes right (all stated)",
                       "colour": "objects placed: colour", "shape": "objects placed: shape",
                       "seconds / picture": "seconds / picture, placed"}
+REGIONAL_LAYOUT_ROWS = {k: v.replace("objects placed", "placed + regional prompts")
+                        .replace(", placed", ", placed + regional") for k, v in PLACED_LAYOUT_ROWS.items()}
 
 
-def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bool) -> tuple[dict, list]:
+def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bool,
+                   regional: bool = False) -> tuple[dict, list]:
     """The layout cases as the stock pipeline makes them, or with the playground's
-    place_objects (the starting noise steered toward the boxes, tasks/placement.py)."""
-    from ..tasks import placement
+    place_objects (the starting noise steered toward the boxes, tasks/placement.py) and
+    regional prompts (each box reads only its phrase, tasks/regions.py)."""
+    from ..tasks import placement, regions
 
     images, seconds = [], []
+    stock_unet = pipe.unet
     for case in cases:
         def made():
             g = generator(case.seed)
             latents = (placement.boxed_latents(pipe, case.extra["phrases"], case.extra["boxes"], [g],
                                                BASE, BASE, STEPS) if place_objects else None)
+            if regional:
+                pipe.unet = regions.regional_unet(pipe, case.prompt, case.extra["phrases"],
+                                                  case.extra["boxes"], BASE, BASE, guidance > 1)
             with torch.no_grad():
                 return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
                             gligen_phrases=case.extra["phrases"], gligen_boxes=case.extra["boxes"],
                             gligen_scheduled_sampling_beta=GLIGEN_BETA,
                             guidance_scale=guidance, generator=g).images[0]
-        img, s = timed(made)
+        try:
+            img, s = timed(made)
+        finally:
+            pipe.unet = stock_unet
         images.append(img)
         seconds.append(s)
     readings = judge.read_many(images)

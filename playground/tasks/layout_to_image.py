@@ -1,7 +1,7 @@
 """Layout to image (GLIGEN): phrases placed in boxes, plus a caption of the whole."""
 from __future__ import annotations
 
-from . import checks, common, placement
+from . import checks, common, placement, regions
 
 TASK = "layout_to_image"
 # Fraction of the steps during which the boxes steer (GLIGEN's scheduled sampling);
@@ -10,7 +10,7 @@ GROUNDING_FRACTION = 0.3
 
 
 def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, steps,
-        guidance, seed, control, place_objects=False):
+        guidance, seed, control, place_objects=False, regional_prompts=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -18,6 +18,7 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
     phrases, boxes = checks.phrases_and_boxes(phrases, boxes, limits["max_boxes"])
     width, height = limits["width"], limits["height"]
     place_objects = checks.flag("place_objects", place_objects)
+    regional_prompts = checks.flag("regional_prompts", regional_prompts)
     placed: list[dict] = []
     warnings: list[str] = []
 
@@ -28,6 +29,9 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
             latents = placement.boxed_latents(pipe, phrases, boxes, generators, height, width,
                                               settings_common["steps"], control, placed,
                                               warnings)
+        if regional_prompts:
+            pipe.unet = regions.regional_unet(pipe, prompt, phrases, boxes, height, width,
+                                              settings_common["guidance"] > 1, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     gligen_phrases=phrases, gligen_boxes=boxes,
                     gligen_scheduled_sampling_beta=GROUNDING_FRACTION,
@@ -39,6 +43,8 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
                                  "phrases": phrases, "boxes": boxes, "width": width,
                                  "height": height, "warnings": warnings}, place_objects,
                                 placed)
+    if regional_prompts:  # recorded only when on, as place_objects, so older records stay
+        settings["regional_prompts"] = True
     texts = {"prompt": prompt, "negative prompt": negative_prompt}
     texts.update({f"phrase {i}": p for i, p in enumerate(phrases, 1)})
     return common.execute(registry, TASK, settings_common, settings, call, control,

@@ -115,15 +115,22 @@ def _task_lines(task: str, s: dict) -> list[str]:
         args.update(gligen_phrases=repr(s["phrases"]), gligen_boxes=repr(s["boxes"]),
                     gligen_scheduled_sampling_beta=GROUNDING_FRACTION, width=s["width"],
                     height=s["height"], generator="generator")
-        if not (s.get("place_objects") and s.get("placed")):
-            return [_call(args)]
-        args.update(latents="latents")
-        return [
-            "# place_objects: the starting noise, steered so each phrase's object lands in its box",
-            "from playground.tasks.placement import boxed_latents",
-            f"latents = boxed_latents(pipe, {s['phrases']!r}, {s['boxes']!r}, [generator], "
-            f"{s['height']}, {s['width']}, {s['steps']})",
-            _call(args)]
+        lines = []
+        if s.get("place_objects") and s.get("placed"):
+            args.update(latents="latents")
+            lines += [
+                "# place_objects: the starting noise, steered so each phrase's object lands in "
+                "its box",
+                "from playground.tasks.placement import boxed_latents",
+                f"latents = boxed_latents(pipe, {s['phrases']!r}, {s['boxes']!r}, [generator], "
+                f"{s['height']}, {s['width']}, {s['steps']})"]
+        if s.get("regional_prompts"):
+            lines += [
+                "# regional_prompts: in each box, cross-attention reads only that box's phrase",
+                "from playground.tasks.regions import regional_unet",
+                f"pipe.unet = regional_unet(pipe, {s.get('prompt', '')!r}, {s['phrases']!r}, "
+                f"{s['boxes']!r}, {s['height']}, {s['width']}, guided={s['guidance'] > 1})"]
+        return lines + [_call(args)]
     if task == "upscale":
         args.update(image="small", noise_level=s["noise_level"], generator="generator")
         w, h = s.get("input_size", (s["width"] // 4, s["height"] // 4))

@@ -121,6 +121,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                                 info="Steers the starting noise toward the boxes before "
                                      "sampling (20 passes with gradients: about +1 s per "
                                      "picture on the starter model, far more on large models).")
+            regional = gr.Checkbox(label="Regional prompts: each box reads only its phrase",
+                                   value=False, elem_id=f"{TAB}-regional",
+                                   info="Keeps two objects' colours and shapes apart (a red "
+                                        "circle stays a circle beside a yellow square); "
+                                        "boxes are followed a little less tightly.")
         with gr.Column():
             with gr.Row():
                 result = gr.Image(label="Result (PNG)", format="png", type="filepath",
@@ -140,14 +145,14 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     clear.click(lambda: canvas_value(), None, canvas, queue=False, api_visibility="private")
 
     def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed, place,
-                 request: gr.Request, progress=gr.Progress()):
+                 regional, request: gr.Request, progress=gr.Progress()):
         phrases, boxes = phrases_and_boxes(annotation)
 
         def call(control):
             return pg.layout_to_image(prompt, phrases, boxes, negative_prompt=negative,
                                       model=model, scheduler=scheduler, steps=steps,
                                       guidance=guidance, seed=seed, control=control,
-                                      place_objects=place)
+                                      place_objects=place, regional_prompts=regional)
 
         def on_done(image):
             return png_ready(image), boxes_over(image, phrases, boxes), settings_json(image)
@@ -155,9 +160,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
                                 progress=progress, n_results=3, on_done=on_done)
 
-    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs, place],
+    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs, place, regional],
              [result, overlay, settings], preview, status, controls.seed_used, runs=runs,
              tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
     fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
-              "boxes": canvas, "place_objects": place}
+              "boxes": canvas, "place_objects": place, "regional_prompts": regional}
     return LayoutTab(result, send_to_inpaint, send_to_upscale, fields)

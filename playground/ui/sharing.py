@@ -84,12 +84,15 @@ def restore_targets(tabs: dict) -> list[tuple[str, str, gr.components.Component]
             for key, widget in built.fields.items()]
 
 
+OPTIONAL_FLAGS = ("place_objects", "regional_prompts")
+
+
 def widget_updates(recipe: Recipe, targets) -> list:
     """One update per target: the recipe's values on its tab, nothing elsewhere."""
     values = recipe.settings
     updates = []
     for tab, key, _ in targets:
-        if tab == recipe.tab and key == "place_objects":  # records from before it say nothing
+        if tab == recipe.tab and key in OPTIONAL_FLAGS:  # recorded only when on
             updates.append(gr.update(value=bool(values.get(key))))
         elif tab != recipe.tab or values.get(key) is None:
             updates.append(gr.skip())
