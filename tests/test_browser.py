@@ -222,10 +222,10 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
     plain = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     assert np.abs(placed - plain).max() > 50, "the checkbox did not reach the run"
 
-    page.locator("#layout-regional input[type=checkbox]").check()
+    page.locator("#layout-regional input[type=checkbox]").uncheck()  # on from the start
     generate(page, "layout")
-    regional = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
-    assert np.abs(regional - plain).max() > 30, "the regional prompts checkbox did not reach the run"
+    one_prompt = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert np.abs(one_prompt - plain).max() > 30, "the regional prompts checkbox did not reach the run"
 
 
 def test_inpaint_tab_paints_a_mask(page):
