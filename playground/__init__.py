@@ -126,7 +126,8 @@ class Playground:
                         negative_prompt: str = "", model: str = "starter",
                         scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                         seed: int = -1, control: RunControl | None = None,
-                        place_objects: bool = False, regional_prompts: bool = False):
+                        place_objects: bool = False, regional_prompts: bool = False,
+                        colour_hints: bool = False):
         """Make a picture with given objects in given boxes (GLIGEN).
 
         Args:
@@ -142,6 +143,9 @@ class Playground:
                 only their own phrase and the rest of the picture the caption
                 (`tasks/regions.py`), so two objects' colours and shapes do not swap; best
                 together with place_objects, which decides where the objects land.
+            colour_hints: paint the colour each phrase names ("red") faintly into the
+                starting noise inside its box (`tasks/colour_hint.py`), so objects fit
+                their boxes and keep their colours more often.
             others: as in `text_to_image`.
 
         Returns: a PIL RGB image at the model's native size, with info["settings"]
@@ -152,7 +156,7 @@ class Playground:
             self.registry, prompt=prompt, phrases=phrases, boxes=boxes,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
             guidance=guidance, seed=seed, control=control, place_objects=place_objects,
-            regional_prompts=regional_prompts)
+            regional_prompts=regional_prompts, colour_hints=colour_hints)
 
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,

@@ -1,8 +1,8 @@
 """Seconds per image at 20 steps, per task, on this machine: the playground beside the
 plain diffusers pipeline called directly with the same settings (ratio ~1.0 means the
 playground adds nothing), text-to-image and layout-to-image with place_objects beside
-without, layout-to-image with regional_prompts beside without, and a gradio_client call
-beside a direct Python call.
+without, layout-to-image with regional_prompts and with colour_hints beside without, and
+a gradio_client call beside a direct Python call.
 
     python -m playground.bench                 # starter models, all tasks, HTTP too
     python -m playground.bench --repeats 5 --no-http --tasks text_to_image inpaint
@@ -12,6 +12,7 @@ Prints markdown tables. Timings are medians of `--repeats` runs after one warm-u
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -125,15 +126,19 @@ def bench_placement(pg: Playground, tasks, steps: int, repeats: int) -> list[str
 
 
 def bench_regional(pg: Playground, steps: int, repeats: int) -> list[str]:
-    """What regional prompts cost on layout-to-image (one more cross-attention pass per
-    box and per layer), beside the same run without."""
+    """What regional prompts (one more cross-attention pass per box and per layer) and
+    colour hints (one VAE encoding per colour) cost on layout-to-image, each beside the
+    same run without."""
     def layout(**extra):
         return pg.layout_to_image("a red circle and a blue square", PHRASES, BOXES, steps=steps,
                                   seed=1, scheduler="DPM++ 2M", **extra)
 
-    plain, regional = interleaved(layout, lambda: layout(regional_prompts=True), repeats)
-    return ["| task | plain s/image | regional_prompts=True s/image | ratio |", "|---|---|---|---|",
-            f"| layout_to_image | {plain:.3f} | {regional:.3f} | {regional / plain:.2f} |"]
+    rows = ["| task | option | plain s/image | with it s/image | ratio |", "|---|---|---|---|---|"]
+    for option in ("regional_prompts", "colour_hints"):
+        plain, with_it = interleaved(layout, functools.partial(layout, **{option: True}), repeats)
+        rows.append(f"| layout_to_image | {option}=True | {plain:.3f} | {with_it:.3f} | "
+                    f"{with_it / plain:.2f} |")
+    return rows
 
 
 def bench_http(pg: Playground, steps: int, repeats: int) -> list[str]:

@@ -227,6 +227,11 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
     one_prompt = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     assert np.abs(one_prompt - plain).max() > 30, "the regional prompts checkbox did not reach the run"
 
+    page.locator("#layout-hints input[type=checkbox]").uncheck()  # on from the start too
+    generate(page, "layout")
+    no_hints = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert np.abs(no_hints - one_prompt).max() > 30, "the colour hints checkbox did not reach the run"
+
 
 def test_inpaint_tab_paints_a_mask(page):
     open_tab(page, "inpaint")

@@ -128,12 +128,12 @@ def test_place_objects_over_http(client):
     assert settings["placed"] == [{"words": "blue square", "box": [0.6, 0.6, 0.95, 0.95]}]
 
 
-def test_regional_prompts_over_http(client):
+def test_regional_prompts_and_colour_hints_over_http(client):
     _, settings = call(client, "layout_to_image", prompt="a red circle and a blue square",
                        phrases=["red circle", "blue square"],
                        boxes=[[0.05, 0.3, 0.45, 0.7], [0.55, 0.3, 0.95, 0.7]], steps=4, seed=3,
-                       regional_prompts=True)
-    assert settings["regional_prompts"] is True
+                       regional_prompts=True, colour_hints=True)
+    assert settings["regional_prompts"] is True and settings["colour_hints"] is True
 
 
 def test_random_seed_is_reported(client):

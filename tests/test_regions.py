@@ -93,9 +93,10 @@ def test_regional_prompts_must_be_true_or_false(starter):
         starter.layout_to_image(CAPTION, PHRASES, BOXES, regional_prompts="yes")
 
 
-def test_the_bench_lists_what_regional_prompts_cost(starter):
+def test_the_bench_lists_what_regional_prompts_and_colour_hints_cost(starter):
     from playground.bench import bench_regional
 
     rows = bench_regional(starter, 2, 1)
-    assert rows[2].split("|")[1].strip() == "layout_to_image"
-    assert all(float(cell) > 0 for cell in rows[2].split("|")[2:5])
+    assert [row.split("|")[2].strip() for row in rows[2:]] == ["regional_prompts=True",
+                                                                 "colour_hints=True"]
+    assert all(float(cell) > 0 for row in rows[2:] for cell in row.split("|")[3:6])

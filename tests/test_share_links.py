@@ -30,7 +30,7 @@ LINKED = {
                         "scheduler": "DDIM", "steps": 20, "guidance": 7.0, "seed": 0,
                         "phrases": ["a red circle", "odd: phrase, with commas"],
                         "boxes": [[0.1, 0.125, 0.45, 0.5], [0.5, 0.0, 1.0, 0.3333]],
-                        "place_objects": True, "regional_prompts": True},
+                        "place_objects": True, "regional_prompts": True, "colour_hints": True},
     "inpaint": {"prompt": "a green triangle", "negative_prompt": "", "model": "starter",
                 "scheduler": "DPM++ 2M", "steps": 30, "guidance": 1.0, "seed": 5,
                 "strength": 0.35},

@@ -21,7 +21,8 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
 
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
 TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects"),
-             "layout_to_image": ("phrases", "boxes", "place_objects", "regional_prompts"),
+             "layout_to_image": ("phrases", "boxes", "place_objects", "regional_prompts",
+                                 "colour_hints"),
              "inpaint": ("strength",),
              "upscale": ("noise_level",)}
 # What a run records about itself; never set back, never reported as ignored.
@@ -79,7 +80,7 @@ READERS = {"model": _text, "prompt": _text, "negative_prompt": _text, "scheduler
            "steps": _whole, "guidance": float, "seed": _seed, "width": _whole, "height": _whole,
            "num_images": _whole, "phrases": _phrases, "boxes": _boxes, "strength": float,
            "noise_level": _whole, "place_objects": _flag,
-           "regional_prompts": _flag}
+           "regional_prompts": _flag, "colour_hints": _flag}
 
 
 @dataclass

@@ -330,6 +330,9 @@ def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list
     figures.update({PLACED_LAYOUT_ROWS[k]: v for k, v in placed.items()})
     regional, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True, regional=True)
     figures.update({REGIONAL_LAYOUT_ROWS[k]: v for k, v in regional.items()})
+    hinted, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True, regional=True,
+                               hints=True)
+    figures.update({HINTED_LAYOUT_ROWS[k]: v for k, v in hinted.items()})
     return figures, examples
 
 
@@ -339,14 +342,18 @@ PLACED_LAYOUT_ROWS = {"mean box IoU": "objects placed: mean box IoU",
                       "seconds / picture": "seconds / picture, placed"}
 REGIONAL_LAYOUT_ROWS = {k: v.replace("objects placed", "placed + regional prompts")
                         .replace(", placed", ", placed + regional") for k, v in PLACED_LAYOUT_ROWS.items()}
+HINTED_LAYOUT_ROWS = {k: v.replace("regional prompts", "regional + colour hints")
+                      .replace(", placed + regional", ", placed + regional + hints")
+                      for k, v in REGIONAL_LAYOUT_ROWS.items()}
 
 
 def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bool,
-                   regional: bool = False) -> tuple[dict, list]:
+                   regional: bool = False, hints: bool = False) -> tuple[dict, list]:
     """The layout cases as the stock pipeline makes them, or with the playground's
     place_objects (the starting noise steered toward the boxes, tasks/placement.py) and
-    regional prompts (each box reads only its phrase, tasks/regions.py)."""
-    from ..tasks import placement, regions
+    regional prompts (each box reads only its phrase, tasks/regions.py) and colour hints
+    (each phrase's colour in the starting noise of its box, tasks/colour_hint.py)."""
+    from ..tasks import colour_hint, placement, regions
 
     images, seconds = [], []
     stock_unet = pipe.unet
@@ -355,6 +362,9 @@ def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bo
             g = generator(case.seed)
             latents = (placement.boxed_latents(pipe, case.extra["phrases"], case.extra["boxes"], [g],
                                                BASE, BASE, STEPS) if place_objects else None)
+            if hints:
+                latents = colour_hint.hinted_latents(pipe, latents, case.extra["phrases"],
+                                                     case.extra["boxes"], [g], BASE, BASE)
             if regional:
                 pipe.unet = regions.regional_unet(pipe, case.prompt, case.extra["phrases"],
                                                   case.extra["boxes"], BASE, BASE, guidance > 1)

@@ -1,7 +1,7 @@
 """Layout to image (GLIGEN): phrases placed in boxes, plus a caption of the whole."""
 from __future__ import annotations
 
-from . import checks, common, placement, regions
+from . import checks, colour_hint, common, placement, regions
 
 TASK = "layout_to_image"
 # Fraction of the steps during which the boxes steer (GLIGEN's scheduled sampling);
@@ -10,7 +10,8 @@ GROUNDING_FRACTION = 0.3
 
 
 def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, steps,
-        guidance, seed, control, place_objects=False, regional_prompts=False):
+        guidance, seed, control, place_objects=False, regional_prompts=False,
+        colour_hints=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -19,6 +20,7 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
     width, height = limits["width"], limits["height"]
     place_objects = checks.flag("place_objects", place_objects)
     regional_prompts = checks.flag("regional_prompts", regional_prompts)
+    colour_hints = checks.flag("colour_hints", colour_hints)
     placed: list[dict] = []
     warnings: list[str] = []
 
@@ -29,6 +31,9 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
             latents = placement.boxed_latents(pipe, phrases, boxes, generators, height, width,
                                               settings_common["steps"], control, placed,
                                               warnings)
+        if colour_hints:
+            latents = colour_hint.hinted_latents(pipe, latents, phrases, boxes, generators,
+                                                 height, width, warnings)
         if regional_prompts:
             pipe.unet = regions.regional_unet(pipe, prompt, phrases, boxes, height, width,
                                               settings_common["guidance"] > 1, warnings)
@@ -45,6 +50,8 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
                                 placed)
     if regional_prompts:  # recorded only when on, as place_objects, so older records stay
         settings["regional_prompts"] = True
+    if colour_hints:
+        settings["colour_hints"] = True
     texts = {"prompt": prompt, "negative prompt": negative_prompt}
     texts.update({f"phrase {i}": p for i, p in enumerate(phrases, 1)})
     return common.execute(registry, TASK, settings_common, settings, call, control,

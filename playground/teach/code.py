@@ -124,6 +124,13 @@ def _task_lines(task: str, s: dict) -> list[str]:
                 "from playground.tasks.placement import boxed_latents",
                 f"latents = boxed_latents(pipe, {s['phrases']!r}, {s['boxes']!r}, [generator], "
                 f"{s['height']}, {s['width']}, {s['steps']})"]
+        if s.get("colour_hints"):
+            args.update(latents="latents")
+            lines += [
+                "# colour_hints: each phrase's colour painted faintly into the starting noise",
+                "from playground.tasks.colour_hint import hinted_latents",
+                f"latents = hinted_latents(pipe, {'latents' if s.get('place_objects') and s.get('placed') else 'None'}, "
+                f"{s['phrases']!r}, {s['boxes']!r}, [generator], {s['height']}, {s['width']})"]
         if s.get("regional_prompts"):
             lines += [
                 "# regional_prompts: in each box, cross-attention reads only that box's phrase",

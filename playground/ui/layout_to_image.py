@@ -128,6 +128,12 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                                    info="Keeps two objects' colours and shapes apart (a red "
                                         "circle stays a circle beside a yellow square); the "
                                         "boxes are fitted a little less tightly.")
+            # On from the start as well: better box fit and colours (model card, "colour
+            # hints" rows) for one VAE encoding per colour
+            hints = gr.Checkbox(label="Colour hints: paint each box's colour into the noise",
+                                value=True, elem_id=f"{TAB}-hints",
+                                info="Adds the colour a phrase names (red, yellow, ...) "
+                                     "faintly to the starting noise inside its box.")
         with gr.Column():
             with gr.Row():
                 result = gr.Image(label="Result (PNG)", format="png", type="filepath",
@@ -147,14 +153,15 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     clear.click(lambda: canvas_value(), None, canvas, queue=False, api_visibility="private")
 
     def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed, place,
-                 regional, request: gr.Request, progress=gr.Progress()):
+                 regional, hinted, request: gr.Request, progress=gr.Progress()):
         phrases, boxes = phrases_and_boxes(annotation)
 
         def call(control):
             return pg.layout_to_image(prompt, phrases, boxes, negative_prompt=negative,
                                       model=model, scheduler=scheduler, steps=steps,
                                       guidance=guidance, seed=seed, control=control,
-                                      place_objects=place, regional_prompts=regional)
+                                      place_objects=place, regional_prompts=regional,
+                                      colour_hints=hinted)
 
         def on_done(image):
             return png_ready(image), boxes_over(image, phrases, boxes), settings_json(image)
@@ -162,9 +169,10 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
                                 progress=progress, n_results=3, on_done=on_done)
 
-    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs, place, regional],
+    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs, place, regional, hints],
              [result, overlay, settings], preview, status, controls.seed_used, runs=runs,
              tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
     fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
-              "boxes": canvas, "place_objects": place, "regional_prompts": regional}
+              "boxes": canvas, "place_objects": place, "regional_prompts": regional,
+              "colour_hints": hints}
     return LayoutTab(result, send_to_inpaint, send_to_upscale, fields)

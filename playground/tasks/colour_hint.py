@@ -1,0 +1,69 @@
+"""Colour hints for layout-to-image: paint each box's colour faintly into the starting noise.
+
+Even the noisiest latent the sampler starts from carries sqrt(alpha_bar_T) of a picture.
+A colour hint adds that much of a flat patch of the phrase's colour (its VAE latent),
+`STRENGTH` times over, inside the phrase's box, so the first steps find a red something
+where the red circle was asked. On the starter layout model it raises both how well
+objects fit their boxes and how often they keep their colours (model card, "colour
+hints" rows); stronger hints turn circles into squares (the box's own shape).
+
+Colours are read from the phrase's words: the starter world's exact palette, and a few
+common names for other models. Phrases without a colour word get no hint.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..starter.world import PALETTE
+from .regions import region_weights
+
+STRENGTH = 8.0
+COLOURS = {"grey": (128, 128, 128), "gray": (128, 128, 128), "brown": (140, 90, 40),
+           "pink": (240, 130, 180), "cyan": (40, 200, 220), **PALETTE}
+NO_COLOUR = ("colour hints: no phrase names a colour this playground knows "
+             f"({', '.join(sorted(COLOURS))}), so the starting noise was left as it was")
+
+
+def phrase_colour(phrase: str) -> str | None:
+    """The first colour word of a phrase ("a bright Red circle" -> "red"), or None."""
+    for word in phrase.lower().replace(",", " ").split():
+        if word in COLOURS:
+            return word
+    return None
+
+
+def colour_latent(vae, colour: str) -> torch.Tensor:
+    """(channels,) the VAE latent of a flat patch of `colour`, as the UNet sees latents."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    rgb = torch.tensor(COLOURS[colour], dtype=torch.float32) / 127.5 - 1
+    patch = rgb.view(1, 3, 1, 1).expand(1, 3, 4 * factor, 4 * factor)
+    with torch.no_grad():
+        z = vae.encode(patch.to(vae.device, vae.dtype)).latent_dist.mean.float()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((z - shift) * vae.config.scaling_factor).mean((0, 2, 3))
+
+
+def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes: list,
+                   generators, height: int, width: int, warnings: list | None = None, strength: float = STRENGTH) -> torch.Tensor | None:
+    """The starting latents (unscaled; the pipeline's own noise when `latents` is None)
+    with each coloured phrase's hint added inside its box; `latents` as they were (and a
+    warning) when no phrase names a colour."""
+    colours = [phrase_colour(p) for p in phrases]
+    if not any(colours):
+        if warnings is not None:
+            warnings.append(NO_COLOUR)
+        return latents
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    rows, cols = height // factor, width // factor
+    if latents is None:
+        shape = (len(generators), pipe.unet.config.in_channels, rows, cols)
+        latents = randn_tensor(shape, generator=generators, device=pipe.unet.device,
+                               dtype=pipe.unet.dtype)
+    signal_left = pipe.scheduler.alphas_cumprod[-1].sqrt().item()
+    shares = region_weights([list(map(float, b)) for b in boxes], rows, cols)[1:]
+    hint = torch.zeros(latents.shape[1:], dtype=torch.float32)
+    for colour, share in zip(colours, shares):
+        if colour is not None:
+            hint += colour_latent(pipe.vae, colour).cpu().view(-1, 1, 1) * share.view(rows, cols)
+    return latents + (strength * signal_left * hint).to(latents)

@@ -1,0 +1,91 @@
+"""colour_hints for layout-to-image: each phrase's colour painted faintly into the starting
+noise of its box. Only the box's latents move, phrases without a colour leave the noise
+as it was (with a warning), the red object comes out red more often (judged by pixels),
+and the option is recorded, restored and reproduced like every other setting."""
+from __future__ import annotations
+
+import runpy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from playground import BadInput, settings_of
+from playground.share.recipe import reproduce, restorable
+from playground.tasks.colour_hint import NO_COLOUR, hinted_latents, phrase_colour
+
+CAPTION = "a red circle and a yellow square"
+PHRASES = ["red circle", "yellow square"]
+BOXES = [[0.05, 0.3, 0.45, 0.7], [0.55, 0.3, 0.95, 0.7]]
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_the_colour_is_the_first_colour_word_of_the_phrase():
+    assert phrase_colour("a bright Red circle") == "red"
+    assert phrase_colour("small, yellow square on blue") == "yellow"
+    assert phrase_colour("a grey cat") == "grey"
+    assert phrase_colour("a circle") is None
+
+
+def test_only_the_latents_inside_a_coloured_box_move(starter):
+    pipe = starter.registry.pipeline("starter", "layout_to_image")
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    hinted = hinted_latents(pipe, noise, ["a red circle", "a circle"],
+                            [[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], None, 64, 64)
+    moved = (hinted - noise).abs().sum(1)[0]
+    assert moved[:8, :8].min() > 0.05  # the red box, every latent pixel
+    assert moved[8:].max() == 0 and moved[:, 8:].max() == 0  # elsewhere (no colour: no hint)
+    red, yellow = (hinted_latents(pipe, noise, [p], [[0, 0, 1, 1]], None, 64, 64) - noise
+                   for p in ("red", "yellow"))
+    assert (red - yellow).abs().mean() > 0.05  # colours differ in the latent
+
+
+def test_phrases_without_a_colour_leave_the_picture_as_it_was_with_a_warning(starter):
+    kwargs = dict(seed=4, steps=6)
+    plain = starter.layout_to_image("a circle", ["a circle"], [[0.1, 0.1, 0.6, 0.6]], **kwargs)
+    hinted = starter.layout_to_image("a circle", ["a circle"], [[0.1, 0.1, 0.6, 0.6]],
+                                     colour_hints=True, **kwargs)
+    assert np.array_equal(pixels(plain), pixels(hinted))
+    assert NO_COLOUR in settings_of(hinted)["warnings"]
+
+
+def test_the_red_circle_beside_a_yellow_square_comes_out_red_more_often(starter, judge):
+    """With steering and regional prompts the left object is black most times (model
+    card); with colour hints the judge finds it red in most pictures."""
+    red = {False: 0, True: 0}
+    for hints in (False, True):
+        for seed in range(1, 5):
+            image = starter.layout_to_image(CAPTION, PHRASES, BOXES, seed=seed, place_objects=True,
+                                            regional_prompts=True, colour_hints=hints)
+            left = [o for o in judge.read(image)["objects"] if (o["box"][0] + o["box"][2]) / 2 < 0.5]
+            red[hints] += any(o["colour"] == "red" for o in left)
+    assert red[True] >= 3, red
+    assert red[True] >= red[False] + 2, red
+
+
+def test_colour_hints_are_recorded_restored_and_shown_as_code(starter, tmp_path, monkeypatch):
+    image = starter.layout_to_image(CAPTION, PHRASES, BOXES, seed=2, steps=6, colour_hints=True)
+    settings = settings_of(image)
+    assert settings["colour_hints"] is True
+    recipe = restorable(settings)
+    assert recipe.settings["colour_hints"] is True and not recipe.ignored
+    assert restorable({**settings, "colour_hints": "True"}).settings["colour_hints"] is True
+    assert np.array_equal(pixels(reproduce(starter, settings)), pixels(image))
+    plain = starter.layout_to_image(CAPTION, PHRASES, BOXES, seed=2, steps=6)
+    assert "colour_hints" not in settings_of(plain)
+    assert np.abs(pixels(plain) - pixels(image)).max() > 50
+    script = starter.show_code(image)
+    assert "hinted_latents" in script
+    (tmp_path / "remake.py").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
+    assert np.abs(pixels(Image.open(tmp_path / "result.png")) - pixels(image)).max() <= 2
+
+
+def test_colour_hints_must_be_true_or_false(starter):
+    with pytest.raises(BadInput, match="colour_hints must be true or false"):
+        starter.layout_to_image(CAPTION, PHRASES, BOXES, colour_hints="yes")
