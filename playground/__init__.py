@@ -89,7 +89,7 @@ class Playground:
                       scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       num_images: int = 1, control: RunControl | None = None,
-                      place_objects: bool = False):
+                      place_objects: bool = False, colour_hints: bool = False):
         """Make a picture from a caption.
 
         Args:
@@ -113,6 +113,9 @@ class Playground:
                 before sampling (`tasks/placement.py`: 10 UNet passes with gradients;
                 about +0.7 s per picture on the starter model). settings["placed"] lists
                 the words and boxes used; a prompt without positions gets a warning.
+            colour_hints: paint each placed object's colour faintly into the starting
+                noise of its cell (`tasks/colour_hint.py`); with place_objects it keeps
+                the colours that steering alone loses.
 
         Returns: a PIL RGB image (or a list of them) with info["settings"].
         """
@@ -120,7 +123,8 @@ class Playground:
         return text_to_image.run(
             self.registry, prompt=prompt, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, width=width,
-            height=height, num_images=num_images, control=control, place_objects=place_objects)
+            height=height, num_images=num_images, control=control, place_objects=place_objects,
+            colour_hints=colour_hints)
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",

@@ -186,9 +186,15 @@ def test_place_objects_checkbox_reaches_the_run(page):
     seen = generate(page, "t2i")
     assert any(text.startswith("Placing objects") for text in seen), seen
     shown = assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
-    placed = Playground(device="cpu").text_to_image(prompt, seed=1, steps=STEPS,
-                                                    place_objects=True)
+    pg = Playground(device="cpu")
+    placed = pg.text_to_image(prompt, seed=1, steps=STEPS, place_objects=True)
     assert np.array_equal(shown, np.asarray(placed, dtype=np.int16))
+
+    page.locator("#t2i-hints input[type=checkbox]").check()
+    generate(page, "t2i")
+    shown = assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+    hinted = pg.text_to_image(prompt, seed=1, steps=STEPS, place_objects=True, colour_hints=True)
+    assert np.array_equal(shown, np.asarray(hinted, dtype=np.int16)), "colour hints did not reach the run"
 
 
 def test_layout_tab_draws_a_box_with_a_phrase(page):

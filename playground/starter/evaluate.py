@@ -292,22 +292,26 @@ def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int, guidance: float
     figures["Frechet distance, render vs render"] = frechet_distance(judge.features(fresh), judge.features(renders))
     figures["seconds / picture"] = mean(seconds)
     figures.update(eval_placed(pipe, judge, singles, twos, guidance))
+    figures.update(eval_placed(pipe, judge, singles, twos, guidance, hints=True))
     examples = {"single": list(zip(singles, images, readings, [all(s[k] for k in ("colour", "shape", "cell", "background"))
                                                                for s in single_scores])),
                 "two": list(zip(twos, images[len(singles):], readings[len(singles):], two_scores))}
     return figures, examples
 
 
-def eval_placed(pipe, judge: Judge, singles, twos, guidance: float) -> dict:
+def eval_placed(pipe, judge: Judge, singles, twos, guidance: float, hints: bool = False) -> dict:
     """The same cases with the playground's place_objects (tasks/placement.py): the
-    starting noise steered toward the cells the captions name."""
-    from ..tasks import placement
+    starting noise steered toward the cells the captions name; with `hints`, also the
+    colour hints (tasks/colour_hint.py) painted into those cells."""
+    from ..tasks import colour_hint, placement
 
     images, seconds = [], []
     for case in singles + twos:
         def placed():
             g = generator(case.seed)
             latents = placement.starting_latents(pipe, case.prompt, [g], 1, BASE, BASE, STEPS, None, [], [])
+            if hints:
+                latents = colour_hint.cell_hinted_latents(pipe, latents, case.prompt, [g], BASE, BASE)
             with torch.no_grad():
                 return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
                             guidance_scale=guidance, generator=g).images[0]
@@ -316,10 +320,12 @@ def eval_placed(pipe, judge: Judge, singles, twos, guidance: float) -> dict:
         seconds.append(s)
     readings = judge.read_many(images)
     single_scores = [score_single(c, r) for c, r in zip(singles, readings)]
-    figures = {f"single, objects placed: {k}": mean(s[k] for s in single_scores)
+    how = "placed + colour hints" if hints else "objects placed"
+    figures = {f"single, {how}: {k}": mean(s[k] for s in single_scores)
                for k in ("colour", "shape", "cell", "background")}
-    figures["two objects, placed: all right"] = mean(score_two(c, r) for c, r in zip(twos, readings[len(singles):]))
-    figures["seconds / picture, placed"] = mean(seconds)
+    figures[f"two objects, {'placed + colour hints' if hints else 'placed'}: all right"] = mean(
+        score_two(c, r) for c, r in zip(twos, readings[len(singles):]))
+    figures[f"seconds / picture, {'placed + hints' if hints else 'placed'}"] = mean(seconds)
     return figures
 
 

@@ -1,11 +1,13 @@
-"""Colour hints for layout-to-image: paint each box's colour faintly into the starting noise.
+"""Colour hints: paint each object's colour faintly into the starting noise where it goes.
 
 Even the noisiest latent the sampler starts from carries sqrt(alpha_bar_T) of a picture.
 A colour hint adds that much of a flat patch of the phrase's colour (its VAE latent),
 `STRENGTH` times over, inside the phrase's box, so the first steps find a red something
 where the red circle was asked. On the starter layout model it raises both how well
 objects fit their boxes and how often they keep their colours (model card, "colour
-hints" rows); stronger hints turn circles into squares (the box's own shape).
+hints" rows); stronger hints turn circles into squares (the box's own shape). For
+text-to-image the boxes are the grid cells the prompt names ("a red circle in the top
+left"), as for place_objects, which the hints undo the colour losses of.
 
 Colours are read from the phrase's words: the starter world's exact palette, and a few
 common names for other models. Phrases without a colour word get no hint.
@@ -23,6 +25,8 @@ COLOURS = {"grey": (128, 128, 128), "gray": (128, 128, 128), "brown": (140, 90, 
            "pink": (240, 130, 180), "cyan": (40, 200, 220), **PALETTE}
 NO_COLOUR = ("colour hints: no phrase names a colour this playground knows "
              f"({', '.join(sorted(COLOURS))}), so the starting noise was left as it was")
+NO_CELL = ("colour hints: the prompt names no object with a position (e.g. \"a red circle in "
+           "the top left\"), so there was no place to paint a colour into")
 
 
 def phrase_colour(phrase: str) -> str | None:
@@ -67,3 +71,22 @@ def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes
         if colour is not None:
             hint += colour_latent(pipe.vae, colour).cpu().view(-1, 1, 1) * share.view(rows, cols)
     return latents + (strength * signal_left * hint).to(latents)
+
+
+def cell_hinted_latents(pipe, latents: torch.Tensor | None, prompt: str, generators,
+                        height: int, width: int, warnings: list | None = None,
+                        strength: float = STRENGTH) -> torch.Tensor | None:
+    """Text-to-image: each object the prompt places in a cell ("a red circle in the top
+    left") gets its colour hinted in that cell; `latents` as they were (and a warning)
+    when the prompt places nothing."""
+    from ..teach.attention import prompt_tokens
+    from .placement import placements
+
+    found = placements(prompt_tokens(pipe.tokenizer, prompt))
+    if not found:
+        if warnings is not None:
+            warnings.append(NO_CELL)
+        return latents
+    return hinted_latents(pipe, latents, [" ".join(p.words) for p in found],
+                          [list(p.box) for p in found], generators, height, width, warnings,
+                          strength)

@@ -1,13 +1,13 @@
 """Text to image: a caption in, one or more pictures out."""
 from __future__ import annotations
 
-from . import checks, common, placement
+from . import checks, colour_hint, common, placement
 
 TASK = "text_to_image"
 
 
 def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance, seed,
-        width, height, num_images, control, place_objects=False):
+        width, height, num_images, control, place_objects=False, colour_hints=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -18,6 +18,7 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
                                 limits["size_multiple"], limits["max_side"], warnings)
 
     place_objects = checks.flag("place_objects", place_objects)
+    colour_hints = checks.flag("colour_hints", colour_hints)
     placed: list[dict] = []
 
     def call(pipe, generators, callbacks):
@@ -26,6 +27,9 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
             latents = placement.starting_latents(pipe, prompt, generators, count, height, width,
                                                  settings_common["steps"], control, placed,
                                                  warnings)
+        if colour_hints:
+            latents = colour_hint.cell_hinted_latents(pipe, latents, prompt, generators, height,
+                                                      width, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
@@ -35,6 +39,8 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
                                  "width": width, "height": height, "warnings": warnings},
                                 place_objects, placed)
+    if colour_hints:  # recorded only when on, as place_objects, so older records stay
+        settings["colour_hints"] = True
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images

@@ -99,17 +99,25 @@ def _task_lines(task: str, s: dict) -> list[str]:
     args = _common_args(s)
     if task == "text_to_image":
         args.update(width=s["width"], height=s["height"], generator="generator")
-        if not (s.get("place_objects") and s.get("placed")):
-            return [_call(args)]
-        args.update(latents="latents")
-        return [
-            "# place_objects: the starting noise, steered so each object lands in its cell",
-            "from playground.tasks.placement import placed_latents, placements",
-            "from playground.teach.attention import prompt_tokens",
-            f"found = placements(prompt_tokens(pipe.tokenizer, {s['prompt']!r}))",
-            f"latents = placed_latents(pipe, {s['prompt']!r}, found, [generator], 1, "
-            f"{s['height']}, {s['width']}, {s['steps']})",
-            _call(args)]
+        lines = []
+        placed = bool(s.get("place_objects") and s.get("placed"))
+        if placed:
+            args.update(latents="latents")
+            lines += [
+                "# place_objects: the starting noise, steered so each object lands in its cell",
+                "from playground.tasks.placement import placed_latents, placements",
+                "from playground.teach.attention import prompt_tokens",
+                f"found = placements(prompt_tokens(pipe.tokenizer, {s['prompt']!r}))",
+                f"latents = placed_latents(pipe, {s['prompt']!r}, found, [generator], 1, "
+                f"{s['height']}, {s['width']}, {s['steps']})"]
+        if s.get("colour_hints"):
+            args.update(latents="latents")
+            lines += [
+                "# colour_hints: each placed object's colour painted faintly into its cell",
+                "from playground.tasks.colour_hint import cell_hinted_latents",
+                f"latents = cell_hinted_latents(pipe, {'latents' if placed else 'None'}, "
+                f"{s['prompt']!r}, [generator], {s['height']}, {s['width']})"]
+        return lines + [_call(args)]
     if task == "layout_to_image":
         from ..tasks.layout_to_image import GROUNDING_FRACTION
         args.update(gligen_phrases=repr(s["phrases"]), gligen_boxes=repr(s["boxes"]),

@@ -75,13 +75,15 @@ class ApiEndpoints:
                       scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = -1, width: int | None = None,
                       height: int | None = None,
-                      place_objects: bool = False) -> tuple[FileData, dict]:
+                      place_objects: bool = False,
+                      colour_hints: bool = False) -> tuple[FileData, dict]:
         """Make a picture from a caption; place_objects puts objects in the cells the
-        prompt names ("a red circle in the top left"). Returns (PNG, settings used)."""
+        prompt names ("a red circle in the top left"); colour_hints paints their colours
+        faintly into those cells' starting noise. Returns (PNG, settings used)."""
         yield from self._stream("text_to_image", steps, lambda control: self.pg.text_to_image(
             prompt, negative_prompt, model=model, scheduler=scheduler, steps=steps,
             guidance=guidance, seed=seed, width=width, height=height, control=control,
-            place_objects=place_objects))
+            place_objects=place_objects, colour_hints=colour_hints))
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",

@@ -37,6 +37,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                                 "bottom right, ...)", value=False, elem_id=f"{TAB}-place",
                                 info="Steers the starting noise before sampling; about +0.7 s "
                                      "per picture on the starter model.")
+            hints = gr.Checkbox(label="Colour hints: paint each placed object's colour into "
+                                "its cell", value=False, elem_id=f"{TAB}-hints",
+                                info="Adds the colour (red, yellow, ...) faintly to the "
+                                     "starting noise there; with Place objects it keeps the "
+                                     "colours steering alone loses.")
         with gr.Column():
             gallery = gr.Gallery(label="Result (PNG)", format="png", type="filepath",
                                  columns=2, height=DISPLAY_HEIGHT, object_fit="contain",
@@ -53,21 +58,22 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     gallery.select(remember_selection, None, selected, queue=False, api_visibility="private")
 
     def generate(prompt, negative, model, scheduler, steps, guidance, seed, width, height,
-                 count, place, request: gr.Request, progress=gr.Progress()):
+                 count, place, hinted, request: gr.Request, progress=gr.Progress()):
         def call(control):
             return pg.text_to_image(prompt, negative, model=model, scheduler=scheduler,
                                     steps=steps, guidance=guidance, seed=seed, width=width,
                                     height=height, num_images=count, control=control,
-                                    place_objects=place)
+                                    place_objects=place, colour_hints=hinted)
         yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
                                 progress=progress, n_results=3, on_done=show_results)
 
     wire_run(buttons, generate,
-             [prompt, negative, *controls.inputs, width, height, count, place],
+             [prompt, negative, *controls.inputs, width, height, count, place, hints],
              [gallery, settings, selected], preview, status, controls.seed_used,
              runs=runs, tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
     fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
-              "width": width, "height": height, "num_images": count, "place_objects": place}
+              "width": width, "height": height, "num_images": count, "place_objects": place,
+              "colour_hints": hints}
     return TextToImageTab(gallery, selected, send_to_inpaint, send_to_upscale, fields)
 
 
