@@ -11,6 +11,9 @@ samples, and this probe lets the judge read where the object is and its colour.
 
     python -m playground.starter.probe_placement [--seeds 3] [--nudges 10] [--step 0.03]
 
+It runs three settings: no nudges, the nudges, and the nudges with colour hints (the
+object's colour painted faintly into the asked cell's starting noise, tasks/colour_hint.py).
+
 Each nudge moves the noise by `step` times the gradient scaled to unit spread, with each
 channel's spatial mean taken out (a constant shift would change the colour, not the
 place), and renormalises each channel to the noise's own mean and spread.
@@ -23,7 +26,7 @@ import time
 
 import torch
 
-from ..tasks import placement
+from ..tasks import colour_hint, placement
 from .world import CELLS
 
 PROMPT = "a small red circle in the {cell}"
@@ -49,7 +52,7 @@ def main(argv=None):
                                                    torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     judge = Judge.load()
-    for nudges in (0, args.nudges):
+    for nudges, hints in ((0, False), (args.nudges, False), (args.nudges, True)):
         start, in_cell, right_colour, n = time.time(), 0, 0, 0
         for cell in CELLS:
             prompt = PROMPT.format(cell=cell)
@@ -58,6 +61,8 @@ def main(argv=None):
                 generators = [torch.Generator().manual_seed(seed)]
                 noise = placement.placed_latents(pipe, prompt, found, generators, 1, 64, 64,
                                                  args.steps, nudges=nudges, step=args.step)
+                if hints:
+                    noise = colour_hint.cell_hinted_latents(pipe, noise, prompt, generators, 64, 64)
                 with torch.no_grad():
                     image = pipe(prompt, latents=noise, num_inference_steps=args.steps,
                                  guidance_scale=args.guidance, height=64, width=64).images[0]
@@ -67,7 +72,7 @@ def main(argv=None):
                     seen = max(reading["objects"], key=lambda o: o["score"])
                     in_cell += seen["cell"] == cell
                     right_colour += seen["colour"] == "red"
-        print(f"nudges {nudges:2d}: object in the asked cell {in_cell}/{n}, red {right_colour}/{n} "
+        print(f"nudges {nudges:2d}{' + colour hints' if hints else ''}: object in the asked cell {in_cell}/{n}, red {right_colour}/{n} "
               f"({(time.time() - start) / n:.2f} s per picture)")
 
 
