@@ -47,9 +47,10 @@ def main(argv=None) -> None:
                                  "guidance", "seed")})
     print("same settings, same pixels:", again.tobytes() == picture.tobytes())
 
-    # Position words, obeyed: place_objects steers the starting noise toward the cell
+    # Position words, obeyed: place_objects steers the starting noise toward the cell, and
+    # colour_hints paints the object's colour faintly into it (steering alone can lose it)
     placed = pg.text_to_image("a red circle in the top left", steps=args.steps, seed=1,
-                              place_objects=True)
+                              place_objects=True, colour_hints=True)
     save(placed, out / "text_to_image_placed.png")
     print("placed:", settings_of(placed)["placed"])
 
