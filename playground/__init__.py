@@ -24,8 +24,8 @@ scheduler, steps, guidance, seed, width, height, seconds, device, dtype, version
 warnings (list of sentences: what was changed or ignored, e.g. words the model does not
 know, a cut prompt, a rounded size). Per task: layout_to_image adds phrases and boxes;
 inpaint adds strength; upscale adds noise_level and input_size; text_to_image adds
-index and num_images; text_to_image and layout_to_image add place_objects and placed
-when the option was on.
+index and num_images; text_to_image and layout_to_image add place_objects and placed,
+and colour_hints, when the option was on; layout_to_image adds regional_prompts likewise.
 """
 from __future__ import annotations
 

@@ -138,3 +138,14 @@ def test_text_to_image_hints_are_recorded_restored_and_shown_as_code(starter, tm
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
     assert np.abs(pixels(Image.open(tmp_path / "result.png")) - pixels(image)).max() <= 2
+
+
+def test_the_learn_tab_runs_take_colour_hints_and_make_the_same_picture(starter):
+    prompt, kwargs = "a small red circle in the top left", dict(seed=2, steps=6, colour_hints=True)
+    made = pixels(starter.text_to_image(prompt, place_objects=True, **kwargs))
+    traced, frames = starter.denoise_trace(prompt, place_objects=True, **kwargs)
+    assert np.array_equal(pixels(traced), made) and frames
+    assert settings_of(traced)["colour_hints"] is True
+    maps = starter.attention_maps(prompt, place_objects=True, **kwargs)
+    assert np.abs(pixels(maps.image) - made).max() <= 2
+    assert settings_of(maps.image)["colour_hints"] is True

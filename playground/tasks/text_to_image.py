@@ -22,25 +22,41 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     placed: list[dict] = []
 
     def call(pipe, generators, callbacks):
-        latents = None
-        if place_objects:
-            latents = placement.starting_latents(pipe, prompt, generators, count, height, width,
-                                                 settings_common["steps"], control, placed,
-                                                 warnings)
-        if colour_hints:
-            latents = colour_hint.cell_hinted_latents(pipe, latents, prompt, generators, height,
-                                                      width, warnings)
+        latents = starting_latents(pipe, prompt, generators, count, height, width,
+                                   settings_common["steps"], control, place_objects,
+                                   colour_hints, placed, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
                     num_images_per_prompt=count, generator=generators, output_type="pil",
                     **callbacks).images
 
-    settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
-                                 "width": width, "height": height, "warnings": warnings},
-                                place_objects, placed)
-    if colour_hints:  # recorded only when on, as place_objects, so older records stay
-        settings["colour_hints"] = True
+    settings = record({"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
+                       "height": height, "warnings": warnings}, place_objects, colour_hints,
+                      placed)
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images
+
+
+def starting_latents(pipe, prompt, generators, count, height, width, steps, control,
+                     place_objects: bool, colour_hints: bool, placed: list, warnings: list):
+    """The starting latents the options ask for (steered, hinted), or None: the pipeline
+    draws its own. Shared by text_to_image and the Learn tab's runs, so their pictures
+    stay the same."""
+    latents = None
+    if place_objects:
+        latents = placement.starting_latents(pipe, prompt, generators, count, height, width,
+                                             steps, control, placed, warnings)
+    if colour_hints:
+        latents = colour_hint.cell_hinted_latents(pipe, latents, prompt, generators, height,
+                                                  width, warnings)
+    return latents
+
+
+def record(settings: dict, place_objects: bool, colour_hints: bool, placed: list) -> dict:
+    """The options' keys, each only when it was on (so older records stay as they were)."""
+    placement.record(settings, place_objects, placed)
+    if colour_hints:
+        settings["colour_hints"] = True
+    return settings

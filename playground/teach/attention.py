@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from PIL import Image
 
-from ..tasks import checks, common, placement
+from ..tasks import checks, common, text_to_image
 from .trace import chosen_steps
 
 TASK = "text_to_image"
@@ -141,7 +141,7 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
 
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
         guidance=None, seed=-1, width=None, height=None, show_steps=None,
-        control=None, place_objects=False) -> AttentionMaps:
+        control=None, place_objects=False, colour_hints=False) -> AttentionMaps:
     """Make the picture as `text_to_image` does and collect the maps on the way."""
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt, required=True)
@@ -154,6 +154,7 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
     shown = chosen_steps(show_steps, total) if show_steps is not None else list(range(1, total + 1))
     found: dict = {}
     place_objects, placed = checks.flag("place_objects", place_objects), []
+    colour_hints = checks.flag("colour_hints", colour_hints)
 
     def call(pipe, generators, callbacks):
         factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -162,19 +163,18 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
         pipe.unet = with_recording_processors(unet_sharing_weights(pipe.unet), collector)
         found.update(collector=collector, tokens=prompt_tokens(pipe.tokenizer, prompt))
         inner = callbacks.get("callback_on_step_end")
-        latents = None
-        if place_objects:
-            latents = placement.starting_latents(pipe, prompt, generators, 1, height, width,
-                                                 total, control, placed, warnings)
+        latents = text_to_image.starting_latents(pipe, prompt, generators, 1, height, width,
+                                                 total, control, place_objects, colour_hints,
+                                                 placed, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=total, guidance_scale=settings_common["guidance"],
                     width=width, height=height, num_images_per_prompt=1,
                     generator=generators, output_type="pil",
                     callback_on_step_end=collector.on_step_end(inner)).images
 
-    settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
-                                 "width": width, "height": height, "warnings": warnings},
-                                place_objects, placed)
+    settings = text_to_image.record({"prompt": prompt, "negative_prompt": negative_prompt,
+                                     "width": width, "height": height, "warnings": warnings},
+                                    place_objects, colour_hints, placed)
     image = common.execute(registry, TASK, settings_common, settings, call, control, 1,
                            prompts={"prompt": prompt, "negative prompt": negative_prompt})[0]
     collector, tokens = found["collector"], found["tokens"]

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from ..errors import BadInput
-from ..tasks import checks, common, placement
+from ..tasks import checks, common, text_to_image
 
 TASK = "text_to_image"
 DEFAULT_FRAMES = 6
@@ -142,7 +142,8 @@ def decode(pipe, latents: torch.Tensor) -> Image.Image:
 
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
         guidance=None, seed=-1, width=None, height=None, show_steps=None,
-        on_frame: Callable[[Frame], None] | None = None, control=None, place_objects=False):
+        on_frame: Callable[[Frame], None] | None = None, control=None, place_objects=False,
+        colour_hints=False):
     """(final picture with settings, list of Frame). The final picture equals
     `text_to_image` with the same settings."""
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
@@ -155,25 +156,24 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
     shown = chosen_steps(show_steps, settings_common["steps"])
     recorders: list[Recorder] = []
     place_objects, placed = checks.flag("place_objects", place_objects), []
+    colour_hints = checks.flag("colour_hints", colour_hints)
 
     def call(pipe, generators, callbacks):
         recorder = Recorder(pipe, shown, settings_common["steps"], on_frame)
         recorders.append(recorder)
         inner = callbacks.get("callback_on_step_end")
-        latents = None
-        if place_objects:
-            latents = placement.starting_latents(pipe, prompt, generators, 1, height, width,
-                                                 settings_common["steps"], control, placed,
-                                                 warnings)
+        latents = text_to_image.starting_latents(pipe, prompt, generators, 1, height, width,
+                                                 settings_common["steps"], control,
+                                                 place_objects, colour_hints, placed, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
                     num_images_per_prompt=1, generator=generators, output_type="pil",
                     callback_on_step_end=recorder.callback(inner)).images
 
-    settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
-                                 "width": width, "height": height, "warnings": warnings},
-                                place_objects, placed)
+    settings = text_to_image.record({"prompt": prompt, "negative_prompt": negative_prompt,
+                                     "width": width, "height": height, "warnings": warnings},
+                                    place_objects, colour_hints, placed)
     image = common.execute(registry, TASK, settings_common, settings, call, control, 1,
                            prompts={"prompt": prompt, "negative prompt": negative_prompt})[0]
     return image, recorders[0].frames

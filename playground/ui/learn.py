@@ -98,6 +98,9 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             place = gr.Checkbox(label="Place objects where the prompt says (see how the "
                                 "steered start moves the words' attention)", value=False,
                                 elem_id="learn-place")
+            hints = gr.Checkbox(label="Colour hints: paint each placed object's colour into "
+                                "its cell (see it in the first frames)", value=False,
+                                elem_id="learn-hints")
         with gr.Column():
             strip = gr.Gallery(label="Filmstrip: x_t and predicted x0 per step", columns=4,
                                height=DISPLAY_HEIGHT, object_fit="contain", format="png",
@@ -119,7 +122,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     folder = Path(tempfile.mkdtemp(prefix="playground-learn-"))
 
     def run_trace(prompt, negative, model, scheduler, steps, guidance, seed, show, place,
-                  request: gr.Request):
+                  hinted, request: gr.Request):
         collected, lock = [], threading.Lock()
 
         def on_frame(frame):
@@ -131,7 +134,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
                                     negative_prompt=negative, model=model,
                                     scheduler=scheduler or None, steps=steps,
                                     guidance=guidance, seed=seed, control=control,
-                                    place_objects=place)
+                                    place_objects=place, colour_hints=hinted)
         shown = -1
         try:
             for update in stream_run(call, steps=int(steps or 1), runs=runs,
@@ -159,7 +162,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             raise user_error(error) from error
 
     event = buttons.generate.click(
-        run_trace, [prompt, negative, *controls.inputs, show_steps, place],
+        run_trace, [prompt, negative, *controls.inputs, show_steps, place, hints],
         [strip, frames, scrub, frame_xt, frame_x0, status, code],
         concurrency_id="sampling", concurrency_limit=concurrency_limit,
         api_visibility="private", show_progress_on=status)
@@ -172,17 +175,18 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     scrub.change(frame_pictures, [frames, scrub], [frame_xt, frame_x0], queue=False,
                  api_visibility="private")
 
-    def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show, place):
+    def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show, place, hinted):
         result = call_core(pg.attention_maps, prompt, show_steps=parse_steps(show),
                            negative_prompt=negative, model=model, scheduler=scheduler or None,
-                           steps=steps, guidance=guidance, seed=seed, place_objects=place)
+                           steps=steps, guidance=guidance, seed=seed, place_objects=place,
+                           colour_hints=hinted)
         from ..teach.attention import peak_ratio
         items = [(result.image, "picture")] + [
             (picture, f"{token} (peak {peak_ratio(weights):.2f}x mean)")
             for token, picture, weights in zip(result.tokens, result.overlays, result.maps)]
         return items, call_core(pg.show_code, result.image)
 
-    maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps, place],
+    maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps, place, hints],
                       [maps, code],
                       concurrency_id="sampling", concurrency_limit=concurrency_limit,
                       api_visibility="private")
