@@ -89,7 +89,8 @@ class Playground:
                       scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       num_images: int = 1, control: RunControl | None = None,
-                      place_objects: bool = False, colour_hints: bool = False):
+                      place_objects: bool = False, colour_hints: bool = False,
+                      regional_prompts: bool = False):
         """Make a picture from a caption.
 
         Args:
@@ -116,6 +117,9 @@ class Playground:
             colour_hints: paint each placed object's colour faintly into the starting
                 noise of its cell (`tasks/colour_hint.py`); with place_objects it keeps
                 the colours that steering alone loses.
+            regional_prompts: in every cross-attention layer, each placed object's cell
+                reads only that object's words (`tasks/regions.py`), so two objects keep
+                their own colours and shapes; best with place_objects and colour_hints.
 
         Returns: a PIL RGB image (or a list of them) with info["settings"].
         """
@@ -124,7 +128,7 @@ class Playground:
             self.registry, prompt=prompt, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, width=width,
             height=height, num_images=num_images, control=control, place_objects=place_objects,
-            colour_hints=colour_hints)
+            colour_hints=colour_hints, regional_prompts=regional_prompts)
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",

@@ -136,10 +136,11 @@ def test_regional_prompts_and_colour_hints_over_http(client):
     assert settings["regional_prompts"] is True and settings["colour_hints"] is True
 
 
-def test_colour_hints_for_text_to_image_over_http(client):
+def test_colour_hints_and_regional_prompts_for_text_to_image_over_http(client):
     _, settings = call(client, "text_to_image", prompt="a red circle in the top left", steps=2,
-                       seed=3, colour_hints=True)
-    assert settings["colour_hints"] is True and settings["warnings"] == []
+                       seed=3, colour_hints=True, regional_prompts=True)
+    assert settings["colour_hints"] is True and settings["regional_prompts"] is True
+    assert settings["warnings"] == []
 
 
 def test_random_seed_is_reported(client):

@@ -100,3 +100,56 @@ def test_the_bench_lists_what_regional_prompts_and_colour_hints_cost(starter):
     assert [row.split("|")[2].strip() for row in rows[2:]] == ["regional_prompts=True",
                                                                  "colour_hints=True"]
     assert all(float(cell) > 0 for row in rows[2:] for cell in row.split("|")[3:6])
+
+
+# ------------------------------------------------------------ text to image: cells
+
+TWO = "two objects: a small blue square in the top left and a small yellow circle in the bottom right"
+
+
+def test_text_to_image_regions_follow_the_cells_the_prompt_names(starter):
+    from playground.tasks.regions import NO_CELL_REGIONS, RegionalCrossAttention, cell_regional_unet
+
+    pipe = starter.registry.pipeline("starter", "text_to_image")
+    unet = cell_regional_unet(pipe, TWO, 64, 64, True)
+    processors = {type(p) for n, p in unet.attn_processors.items() if n.endswith("attn2.processor")}
+    assert processors == {RegionalCrossAttention}
+    processor = next(p for n, p in unet.attn_processors.items() if n.endswith("attn2.processor"))
+    assert processor.boxes[0][:2] == [0.0, 0.0] and processor.boxes[1][2:] == [1.0, 1.0]
+    assert len(processor.embeddings) == 3  # the prompt, then one per placed object
+    warnings = []
+    assert cell_regional_unet(pipe, "a small blue square", 64, 64, True, warnings) is pipe.unet
+    assert warnings == [NO_CELL_REGIONS]
+
+
+def test_text_to_image_regional_prompts_are_recorded_restored_and_shown_as_code(
+        starter, tmp_path, monkeypatch):
+    kwargs = dict(seed=2, steps=6, place_objects=True, colour_hints=True)
+    image = starter.text_to_image(TWO, regional_prompts=True, **kwargs)
+    settings = settings_of(image)
+    assert settings["regional_prompts"] is True
+    assert restorable(settings).settings["regional_prompts"] is True
+    assert np.array_equal(pixels(reproduce(starter, settings)), pixels(image))
+    plain = starter.text_to_image(TWO, **kwargs)
+    assert np.abs(pixels(plain) - pixels(image)).max() > 30
+    script = starter.show_code(image)
+    assert "cell_regional_unet" in script
+    (tmp_path / "remake.py").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
+    assert np.abs(pixels(Image.open(tmp_path / "result.png")) - pixels(image)).max() <= 2
+
+
+def test_text_to_image_regional_prompts_keep_a_circle_beside_a_square(starter, judge):
+    """Placed and hinted, the blue circle on the left takes the square's shape (the model
+    card's two-object failure); with each cell reading only its object's words, the
+    judge finds both objects right in some pictures (measured 3 of 6, 0 of 6 without)."""
+    prompt = "two objects: a blue circle on the left and a yellow square on the right"
+    both = {False: 0, True: 0}
+    for regional in (False, True):
+        for seed in range(6):
+            image = starter.text_to_image(prompt, seed=seed, place_objects=True, colour_hints=True,
+                                          regional_prompts=regional)
+            found = {(o["colour"], o["shape"], o["cell"]) for o in judge.read(image)["objects"]}
+            both[regional] += {("blue", "circle", "left"), ("yellow", "square", "right")} <= found
+    assert both[True] >= 2 and both[True] >= both[False] + 2, both

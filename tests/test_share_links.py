@@ -25,7 +25,7 @@ LINKED = {
     "text_to_image": {"prompt": "a red circle & a 'blue' square?", "negative_prompt": "green",
                       "model": "starter", "scheduler": "Euler a", "steps": 12,
                       "guidance": 4.5, "seed": 4294967295, "width": 64, "height": 48,
-                      "num_images": 3, "colour_hints": True},
+                      "num_images": 3, "colour_hints": True, "regional_prompts": True},
     "layout_to_image": {"prompt": "two shapes", "negative_prompt": "", "model": "starter",
                         "scheduler": "DDIM", "steps": 20, "guidance": 7.0, "seed": 0,
                         "phrases": ["a red circle", "odd: phrase, with commas"],

@@ -20,7 +20,8 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
            "inpaint": "inpaint", "upscale": "upscale"}
 
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
-TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects", "colour_hints"),
+TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects", "colour_hints",
+                               "regional_prompts"),
              "layout_to_image": ("phrases", "boxes", "place_objects", "regional_prompts",
                                  "colour_hints"),
              "inpaint": ("strength",),

@@ -293,39 +293,49 @@ def eval_text2img(pipe, judge: Judge, n_single: int, n_two: int, guidance: float
     figures["seconds / picture"] = mean(seconds)
     figures.update(eval_placed(pipe, judge, singles, twos, guidance))
     figures.update(eval_placed(pipe, judge, singles, twos, guidance, hints=True))
+    figures.update(eval_placed(pipe, judge, singles, twos, guidance, hints=True, regional=True))
     examples = {"single": list(zip(singles, images, readings, [all(s[k] for k in ("colour", "shape", "cell", "background"))
                                                                for s in single_scores])),
                 "two": list(zip(twos, images[len(singles):], readings[len(singles):], two_scores))}
     return figures, examples
 
 
-def eval_placed(pipe, judge: Judge, singles, twos, guidance: float, hints: bool = False) -> dict:
+def eval_placed(pipe, judge: Judge, singles, twos, guidance: float, hints: bool = False,
+                regional: bool = False) -> dict:
     """The same cases with the playground's place_objects (tasks/placement.py): the
     starting noise steered toward the cells the captions name; with `hints`, also the
-    colour hints (tasks/colour_hint.py) painted into those cells."""
-    from ..tasks import colour_hint, placement
+    colour hints (tasks/colour_hint.py) painted into those cells; with `regional`, also
+    regional prompts (tasks/regions.py: each cell reads only its object's words)."""
+    from ..tasks import colour_hint, placement, regions
 
     images, seconds = [], []
+    stock_unet = pipe.unet
     for case in singles + twos:
         def placed():
             g = generator(case.seed)
             latents = placement.starting_latents(pipe, case.prompt, [g], 1, BASE, BASE, STEPS, None, [], [])
             if hints:
                 latents = colour_hint.cell_hinted_latents(pipe, latents, case.prompt, [g], BASE, BASE)
+            if regional:
+                pipe.unet = regions.cell_regional_unet(pipe, case.prompt, BASE, BASE, guidance > 1)
             with torch.no_grad():
                 return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
                             guidance_scale=guidance, generator=g).images[0]
-        img, s = timed(placed)
+        try:
+            img, s = timed(placed)
+        finally:
+            pipe.unet = stock_unet
         images.append(img)
         seconds.append(s)
     readings = judge.read_many(images)
     single_scores = [score_single(c, r) for c, r in zip(singles, readings)]
-    how = "placed + colour hints" if hints else "objects placed"
+    how, short = (("placed + hints + regional", "placed + hints + regional") if regional else
+                  ("placed + colour hints", "placed + hints") if hints else ("objects placed", "placed"))
     figures = {f"single, {how}: {k}": mean(s[k] for s in single_scores)
                for k in ("colour", "shape", "cell", "background")}
-    figures[f"two objects, {'placed + colour hints' if hints else 'placed'}: all right"] = mean(
+    figures[f"two objects, {'placed' if how == 'objects placed' else how}: all right"] = mean(
         score_two(c, r) for c, r in zip(twos, readings[len(singles):]))
-    figures[f"seconds / picture, {'placed + hints' if hints else 'placed'}"] = mean(seconds)
+    figures[f"seconds / picture, {short}"] = mean(seconds)
     return figures
 
 

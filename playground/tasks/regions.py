@@ -1,4 +1,5 @@
-"""Regional prompts for layout-to-image: each box reads only its own phrase.
+"""Regional prompts: each box reads only its own phrase (layout-to-image), or each cell
+the prompt places an object in reads only that object's words (text-to-image).
 
 A small text encoder reads "a red circle and a yellow square" as one bag of words, so
 the colours and shapes of several objects get mixed up (the starter layout model put a
@@ -21,6 +22,8 @@ import torch
 
 from ..starter.attention_loss import box_coverage
 
+NO_CELL_REGIONS = ("regional prompts: the prompt names no object with a position (e.g. \"a red "
+                   "circle in the top left\"), so the whole picture read the prompt")
 NO_REGIONS = ("regional prompts: this model's UNet has no cross-attention layers to "
               "cut by region, so the caption conditioned the whole picture")
 
@@ -132,3 +135,21 @@ def regional_unet(pipe, caption: str, phrases: list[str], boxes: list, height: i
     unet.set_attn_processor({name: processor if name in names else old
                              for name, old in unet.attn_processors.items()})
     return unet
+
+
+def cell_regional_unet(pipe, prompt: str, height: int, width: int, guided: bool,
+                       warnings: list | None = None):
+    """Text-to-image: `regional_unet` with one region per object the prompt places in a
+    cell ("a little blue disc in the bottom left" -> "little blue disc" in the bottom-left
+    cell); `pipe.unet` itself (and a warning) when the prompt places nothing."""
+    from ..teach.attention import prompt_tokens
+    from .placement import POSITION_WORDS, placements
+
+    found = placements(prompt_tokens(pipe.tokenizer, prompt))
+    if not found:
+        if warnings is not None:
+            warnings.append(NO_CELL_REGIONS)
+        return pipe.unet
+    phrases = [" ".join(w for w in p.words if w not in POSITION_WORDS) for p in found]
+    return regional_unet(pipe, prompt, phrases, [list(p.box) for p in found], height, width,
+                         guided, warnings)

@@ -1,13 +1,14 @@
 """Text to image: a caption in, one or more pictures out."""
 from __future__ import annotations
 
-from . import checks, colour_hint, common, placement
+from . import checks, colour_hint, common, placement, regions
 
 TASK = "text_to_image"
 
 
 def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance, seed,
-        width, height, num_images, control, place_objects=False, colour_hints=False):
+        width, height, num_images, control, place_objects=False, colour_hints=False,
+        regional_prompts=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -19,12 +20,16 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
 
     place_objects = checks.flag("place_objects", place_objects)
     colour_hints = checks.flag("colour_hints", colour_hints)
+    regional_prompts = checks.flag("regional_prompts", regional_prompts)
     placed: list[dict] = []
 
     def call(pipe, generators, callbacks):
         latents = starting_latents(pipe, prompt, generators, count, height, width,
                                    settings_common["steps"], control, place_objects,
                                    colour_hints, placed, warnings)
+        if regional_prompts:
+            pipe.unet = regions.cell_regional_unet(pipe, prompt, height, width,
+                                                   settings_common["guidance"] > 1, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
@@ -34,6 +39,8 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     settings = record({"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
                        "height": height, "warnings": warnings}, place_objects, colour_hints,
                       placed)
+    if regional_prompts:  # recorded only when on, as the other options
+        settings["regional_prompts"] = True
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images

@@ -117,6 +117,12 @@ def _task_lines(task: str, s: dict) -> list[str]:
                 "from playground.tasks.colour_hint import cell_hinted_latents",
                 f"latents = cell_hinted_latents(pipe, {'latents' if placed else 'None'}, "
                 f"{s['prompt']!r}, [generator], {s['height']}, {s['width']})"]
+        if s.get("regional_prompts"):
+            lines += [
+                "# regional_prompts: each placed object's cell reads only that object's words",
+                "from playground.tasks.regions import cell_regional_unet",
+                f"pipe.unet = cell_regional_unet(pipe, {s['prompt']!r}, {s['height']}, "
+                f"{s['width']}, guided={s['guidance'] > 1})"]
         return lines + [_call(args)]
     if task == "layout_to_image":
         from ..tasks.layout_to_image import GROUNDING_FRACTION

@@ -42,6 +42,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                                 info="Adds the colour (red, yellow, ...) faintly to the "
                                      "starting noise there; with Place objects it keeps the "
                                      "colours steering alone loses.")
+            regional = gr.Checkbox(label="Regional prompts: each placed object's cell reads "
+                                   "only its words", value=False, elem_id=f"{TAB}-regional",
+                                   info="Keeps two objects' colours and shapes apart (\"a blue "
+                                        "disc in the bottom left and a yellow square in the "
+                                        "top right\").")
         with gr.Column():
             gallery = gr.Gallery(label="Result (PNG)", format="png", type="filepath",
                                  columns=2, height=DISPLAY_HEIGHT, object_fit="contain",
@@ -58,22 +63,23 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     gallery.select(remember_selection, None, selected, queue=False, api_visibility="private")
 
     def generate(prompt, negative, model, scheduler, steps, guidance, seed, width, height,
-                 count, place, hinted, request: gr.Request, progress=gr.Progress()):
+                 count, place, hinted, regional_on, request: gr.Request, progress=gr.Progress()):
         def call(control):
             return pg.text_to_image(prompt, negative, model=model, scheduler=scheduler,
                                     steps=steps, guidance=guidance, seed=seed, width=width,
                                     height=height, num_images=count, control=control,
-                                    place_objects=place, colour_hints=hinted)
+                                    place_objects=place, colour_hints=hinted,
+                                    regional_prompts=regional_on)
         yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
                                 progress=progress, n_results=3, on_done=show_results)
 
     wire_run(buttons, generate,
-             [prompt, negative, *controls.inputs, width, height, count, place, hints],
+             [prompt, negative, *controls.inputs, width, height, count, place, hints, regional],
              [gallery, settings, selected], preview, status, controls.seed_used,
              runs=runs, tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
     fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
               "width": width, "height": height, "num_images": count, "place_objects": place,
-              "colour_hints": hints}
+              "colour_hints": hints, "regional_prompts": regional}
     return TextToImageTab(gallery, selected, send_to_inpaint, send_to_upscale, fields)
 
 
