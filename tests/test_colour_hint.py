@@ -5,25 +5,15 @@ red object comes out red more often (judged by pixels), and the option is record
 restored and reproduced like every other setting."""
 from __future__ import annotations
 
-import runpy
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from remade import BOXES, CAPTION, PHRASES, pixels, remade_by_show_code
 
 from playground import BadInput, settings_of
 from playground.share.recipe import reproduce, restorable
 from playground.tasks.colour_hint import (NO_CELL, NO_COLOUR, cell_hinted_latents,
                                          hinted_latents, phrase_colour)
-
-CAPTION = "a red circle and a yellow square"
-PHRASES = ["red circle", "yellow square"]
-BOXES = [[0.05, 0.3, 0.45, 0.7], [0.55, 0.3, 0.95, 0.7]]
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def test_the_colour_is_the_first_colour_word_of_the_phrase():
@@ -82,10 +72,7 @@ def test_colour_hints_are_recorded_restored_and_shown_as_code(starter, tmp_path,
     assert np.abs(pixels(plain) - pixels(image)).max() > 50
     script = starter.show_code(image)
     assert "hinted_latents" in script
-    (tmp_path / "remake.py").write_text(script)
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
-    assert np.abs(pixels(Image.open(tmp_path / "result.png")) - pixels(image)).max() <= 2
+    assert np.abs(remade_by_show_code(script, tmp_path, monkeypatch) - pixels(image)).max() <= 2
 
 
 def test_colour_hints_must_be_true_or_false(starter):
@@ -134,10 +121,7 @@ def test_text_to_image_hints_are_recorded_restored_and_shown_as_code(starter, tm
     assert np.abs(pixels(plain) - pixels(image)).max() > 50
     script = starter.show_code(image)
     assert "cell_hinted_latents(pipe, None," in script
-    (tmp_path / "remake.py").write_text(script)
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
-    assert np.abs(pixels(Image.open(tmp_path / "result.png")) - pixels(image)).max() <= 2
+    assert np.abs(remade_by_show_code(script, tmp_path, monkeypatch) - pixels(image)).max() <= 2
 
 
 def test_the_learn_tab_runs_take_colour_hints_and_make_the_same_picture(starter):

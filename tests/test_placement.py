@@ -3,19 +3,13 @@ object lands in its cell (judged by pixels), and the option recorded, restored a
 reproduced like every other setting."""
 from __future__ import annotations
 
-import runpy
-
 import numpy as np
 import pytest
-from PIL import Image
+from remade import pixels, remade_by_show_code
 
 from playground import BadInput, settings_of
 from playground.share.recipe import reproduce, restorable
 from playground.tasks.placement import placements
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def test_position_words_name_cells_and_the_words_before_them_the_object():
@@ -73,10 +67,7 @@ def test_show_code_makes_a_placed_picture_again(starter, tmp_path, monkeypatch):
                                   place_objects=True)
     script = starter.show_code(image)
     assert "placed_latents" in script and "latents=latents" in script
-    (tmp_path / "remake.py").write_text(script)
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
-    assert np.array_equal(pixels(Image.open(tmp_path / "result.png")), pixels(image))
+    assert np.array_equal(remade_by_show_code(script, tmp_path, monkeypatch), pixels(image))
 
 
 def test_a_prompt_without_positions_is_left_as_drawn_with_a_warning(starter):
@@ -174,10 +165,7 @@ def test_a_placed_layout_is_recorded_restored_and_shown_as_code(starter, tmp_pat
     assert np.abs(pixels(plain) - pixels(image)).max() > 50
     script = starter.show_code(image)
     assert "boxed_latents" in script and "latents=latents" in script
-    (tmp_path / "remake.py").write_text(script)
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
-    assert np.array_equal(pixels(Image.open(tmp_path / "result.png")), pixels(image))
+    assert np.array_equal(remade_by_show_code(script, tmp_path, monkeypatch), pixels(image))
 
 
 def test_the_bench_lists_what_placing_costs_for_both_tasks(starter):

@@ -3,24 +3,14 @@ cross-attention, so two objects' attributes stay apart (judged by pixels), and t
 is recorded, restored and reproduced like every other setting."""
 from __future__ import annotations
 
-import runpy
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from remade import BOXES, CAPTION, PHRASES, pixels, remade_by_show_code
 
 from playground import BadInput, settings_of
 from playground.share.recipe import reproduce, restorable
 from playground.tasks.regions import region_weights
-
-CAPTION = "a red circle and a yellow square"
-PHRASES = ["red circle", "yellow square"]
-BOXES = [[0.05, 0.3, 0.45, 0.7], [0.55, 0.3, 0.95, 0.7]]
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def test_each_latent_pixel_is_shared_out_whole_and_the_smallest_box_wins():
@@ -73,10 +63,7 @@ def test_a_regional_layout_is_recorded_restored_and_shown_as_code(starter, tmp_p
     assert np.abs(pixels(plain) - pixels(image)).max() > 50
     script = starter.show_code(image)
     assert "regional_unet" in script
-    (tmp_path / "remake.py").write_text(script)
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
-    remade = pixels(Image.open(tmp_path / "result.png"))
+    remade = remade_by_show_code(script, tmp_path, monkeypatch)
     assert np.abs(remade - pixels(image)).max() <= 2
 
 
@@ -134,10 +121,7 @@ def test_text_to_image_regional_prompts_are_recorded_restored_and_shown_as_code(
     assert np.abs(pixels(plain) - pixels(image)).max() > 30
     script = starter.show_code(image)
     assert "cell_regional_unet" in script
-    (tmp_path / "remake.py").write_text(script)
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(tmp_path / "remake.py"), run_name="__main__")
-    assert np.abs(pixels(Image.open(tmp_path / "result.png")) - pixels(image)).max() <= 2
+    assert np.abs(remade_by_show_code(script, tmp_path, monkeypatch) - pixels(image)).max() <= 2
 
 
 def test_text_to_image_regional_prompts_keep_a_circle_beside_a_square(starter, judge):

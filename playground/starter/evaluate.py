@@ -329,14 +329,19 @@ def eval_placed(pipe, judge: Judge, singles, twos, guidance: float, hints: bool 
         seconds.append(s)
     readings = judge.read_many(images)
     single_scores = [score_single(c, r) for c, r in zip(singles, readings)]
-    how, short = (("placed + hints + regional", "placed + hints + regional") if regional else
-                  ("placed + colour hints", "placed + hints") if hints else ("objects placed", "placed"))
-    figures = {f"single, {how}: {k}": mean(s[k] for s in single_scores)
+    single, two, speed = PLACED_TEXT_ROWS[hints, regional]
+    figures = {f"single, {single}: {k}": mean(s[k] for s in single_scores)
                for k in ("colour", "shape", "cell", "background")}
-    figures[f"two objects, {'placed' if how == 'objects placed' else how}: all right"] = mean(
+    figures[f"two objects, {two}: all right"] = mean(
         score_two(c, r) for c, r in zip(twos, readings[len(singles):]))
-    figures[f"seconds / picture, {short}"] = mean(seconds)
+    figures[f"seconds / picture, {speed}"] = mean(seconds)
     return figures
+
+
+# (hints, regional): how the single-object, two-object and speed rows name the setting
+PLACED_TEXT_ROWS = {(False, False): ("objects placed", "placed", "placed"),
+                    (True, False): ("placed + colour hints", "placed + colour hints", "placed + hints"),
+                    (True, True): ("placed + hints + regional",) * 3}
 
 
 def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:

@@ -15,9 +15,9 @@ common names for other models. Phrases without a colour word get no hint.
 from __future__ import annotations
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..starter.world import PALETTE
+from .placement import pipeline_noise, placements
 from .regions import region_weights
 
 STRENGTH = 8.0
@@ -49,7 +49,8 @@ def colour_latent(vae, colour: str) -> torch.Tensor:
 
 
 def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes: list,
-                   generators, height: int, width: int, warnings: list | None = None, strength: float = STRENGTH) -> torch.Tensor | None:
+                   generators, height: int, width: int, warnings: list | None = None,
+                   strength: float = STRENGTH) -> torch.Tensor | None:
     """The starting latents (unscaled; the pipeline's own noise when `latents` is None)
     with each coloured phrase's hint added inside its box; `latents` as they were (and a
     warning) when no phrase names a colour."""
@@ -58,18 +59,16 @@ def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes
         if warnings is not None:
             warnings.append(NO_COLOUR)
         return latents
-    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    rows, cols = height // factor, width // factor
     if latents is None:
-        shape = (len(generators), pipe.unet.config.in_channels, rows, cols)
-        latents = randn_tensor(shape, generator=generators, device=pipe.unet.device,
-                               dtype=pipe.unet.dtype)
+        latents = pipeline_noise(pipe, generators, len(generators), height, width)
+    rows, cols = latents.shape[-2:]
     signal_left = pipe.scheduler.alphas_cumprod[-1].sqrt().item()
     shares = region_weights([list(map(float, b)) for b in boxes], rows, cols)[1:]
+    latent_of = {c: colour_latent(pipe.vae, c).cpu().view(-1, 1, 1) for c in set(colours) if c}
     hint = torch.zeros(latents.shape[1:], dtype=torch.float32)
     for colour, share in zip(colours, shares):
         if colour is not None:
-            hint += colour_latent(pipe.vae, colour).cpu().view(-1, 1, 1) * share.view(rows, cols)
+            hint += latent_of[colour] * share.view(rows, cols)
     return latents + (strength * signal_left * hint).to(latents)
 
 
@@ -80,7 +79,6 @@ def cell_hinted_latents(pipe, latents: torch.Tensor | None, prompt: str, generat
     left") gets its colour hinted in that cell; `latents` as they were (and a warning)
     when the prompt places nothing."""
     from ..teach.attention import prompt_tokens
-    from .placement import placements
 
     found = placements(prompt_tokens(pipe.tokenizer, prompt))
     if not found:

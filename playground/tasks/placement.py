@@ -173,11 +173,9 @@ def placed_latents(pipe, prompt: str, found: list[Placement], generators, count:
     """The starting latents the pipeline would draw from `generators`, steered so each
     placement's words attend inside its box. Returned unscaled (the pipeline multiplies
     the latents it is given by init_noise_sigma)."""
-    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    shape = (count, pipe.unet.config.in_channels, height // factor, width // factor)
     device, dtype = pipe.unet.device, pipe.unet.dtype
     with torch.inference_mode(False), torch.enable_grad():
-        noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+        noise = pipeline_noise(pipe, generators, count, height, width)
         cond, _ = pipe.encode_prompt(prompt, device, count, False)
         cond = cond.detach()
         boxes, valid = token_boxes(found, count, cond.shape[1])
@@ -187,6 +185,14 @@ def placed_latents(pipe, prompt: str, found: list[Placement], generators, count:
         steered = steer(pipe.unet, scheduler, noise * sigma, cond, boxes, valid, nudges, step,
                         control)
         return (steered / sigma).to(dtype)
+
+
+def pipeline_noise(pipe, generators, count: int, height: int, width: int) -> torch.Tensor:
+    """The starting noise the pipeline itself would draw from `generators` (unscaled)."""
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    shape = (count, pipe.unet.config.in_channels, height // factor, width // factor)
+    return randn_tensor(shape, generator=generators, device=pipe.unet.device,
+                        dtype=pipe.unet.dtype)
 
 
 def starting_latents(pipe, prompt: str, generators, count: int, height: int, width: int,

@@ -130,7 +130,8 @@ def _task_lines(task: str, s: dict) -> list[str]:
                     gligen_scheduled_sampling_beta=GROUNDING_FRACTION, width=s["width"],
                     height=s["height"], generator="generator")
         lines = []
-        if s.get("place_objects") and s.get("placed"):
+        placed = bool(s.get("place_objects") and s.get("placed"))
+        if placed:
             args.update(latents="latents")
             lines += [
                 "# place_objects: the starting noise, steered so each phrase's object lands in "
@@ -143,7 +144,7 @@ def _task_lines(task: str, s: dict) -> list[str]:
             lines += [
                 "# colour_hints: each phrase's colour painted faintly into the starting noise",
                 "from playground.tasks.colour_hint import hinted_latents",
-                f"latents = hinted_latents(pipe, {'latents' if s.get('place_objects') and s.get('placed') else 'None'}, "
+                f"latents = hinted_latents(pipe, {'latents' if placed else 'None'}, "
                 f"{s['phrases']!r}, {s['boxes']!r}, [generator], {s['height']}, {s['width']})"]
         if s.get("regional_prompts"):
             lines += [
