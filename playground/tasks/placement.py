@@ -12,7 +12,10 @@ Position words name the cells of a 3 x 3 grid, as in the starter world: "top lef
 "top", "top right", "left", "centre" (also "center", "middle"), "right", "bottom left",
 "bottom", "bottom right" ("upper"/"lower" read as top/bottom). A prompt is cut into
 parts at commas, "and", ":", ";" and "with"; in each part that has position words, the
-words before them (less articles and prepositions) are the object's words.
+words before them (less articles and prepositions) are the object's words. A part that
+relates two objects ("a green circle above a purple square", "below", "to the left of",
+"to the right of") places them in opposite cells that make the relation hold (top and
+bottom, or left and right), unless one names its own cell.
 
 Layout-to-image steers the same way toward the boxes the caller gives, reading each
 phrase's words in a text built from the phrases (`boxed_phrases`, `boxed_latents`).
@@ -43,6 +46,11 @@ STAGE = "placing objects"  # the progress reports' name for the nudges
 SAME_WORD = {"center": "centre", "middle": "centre", "upper": "top", "lower": "bottom"}
 POSITION_WORDS = {"top", "bottom", "left", "right", "centre", "center", "middle", "upper", "lower"}
 BREAKS = {",", "and", ":", ";", "with", "."}
+# relation -> (cell of the object before it, cell of the object after it)
+RELATION_CELLS = {"above": ("top", "bottom"), "below": ("bottom", "top"),
+                  "left": ("left", "right"), "right": ("right", "left")}
+# words that end the second object of a relation ("... a blue square on a red background")
+AFTER_OBJECT = {"on", "in", "at", "background"}
 NOT_OBJECT_WORDS = {"a", "an", "one", "the", "in", "at", "on", "of", "to", "side", "corner",
                     "part", "placed", "is", "sits"}
 
@@ -55,10 +63,13 @@ class Placement:
     positions: list[int]
     cell: str | None  # None: a box given by the caller (layout-to-image), not a cell
     box: tuple[float, float, float, float]
+    relation: str | None = None  # the relation word the cell was chosen for, if any
 
     def describe(self) -> dict:
         where = {"cell": self.cell} if self.cell else {}
-        return {"words": " ".join(self.words), **where, "box": [round(v, 4) for v in self.box]}
+        why = {"relation": self.relation} if self.relation else {}
+        return {"words": " ".join(self.words), **where, **why,
+                "box": [round(v, 4) for v in self.box]}
 
 
 def _plain(token: str) -> str:
@@ -77,30 +88,79 @@ def _cell_of(words: list[str]) -> str | None:
     return "centre" if "centre" in words else None
 
 
-def placements(tokens: list[str]) -> list[Placement]:
-    """The objects a tokenized prompt places (token i is prompt position i + 1)."""
-    words = [_plain(t) for t in tokens]
+def _parts(words: list[str]) -> list[range]:
     parts, start = [], 0
     for i, word in enumerate(words + [","]):
         if word in BREAKS:
             parts.append(range(start, i))
             start = i + 1
+    return parts
+
+
+def _relation_at(words: list[str], part: range) -> int | None:
+    """Where a relation word stands in `part` ("above", "below", or the "left"/"right" of
+    "to the left of"), or None."""
+    for i in part:
+        if words[i] in ("above", "below"):
+            return i
+        if words[i] in ("left", "right") and i + 1 < part.stop and words[i + 1] == "of":
+            return i
+    return None
+
+
+def _object_words(words: list[str], span: range) -> list[int]:
+    return [i for i in span if words[i] not in NOT_OBJECT_WORDS and words[i] not in POSITION_WORDS]
+
+
+def _placed_in_cell(words: list[str], part: range) -> Placement | None:
+    """The object of a part with position words ("a red circle in the top left"), or None."""
+    where = [i for i in part if words[i] in POSITION_WORDS]
+    if not where:
+        return None
+    first = where[0]
+    run = [first]
+    while run[-1] + 1 < part.stop and words[run[-1] + 1] in POSITION_WORDS:
+        run.append(run[-1] + 1)
+    cell = _cell_of([words[i] for i in run])
+    objects = _object_words(words, range(part.start, first))
+    if cell is None or not objects:
+        return None
+    return Placement([words[i] for i in objects + run], [i + 1 for i in objects + run], cell,
+                     cell_bounds(cell))
+
+
+def _placed_by_relation(words: list[str], part: range, at: int) -> list[Placement]:
+    """The two objects a relation ties ("A above B"), each in its own cell if it names one,
+    else in the cell the relation gives it."""
+    relation = words[at] if words[at] in ("above", "below") else f"to the {words[at]} of"
+    end = at + (2 if words[at] in ("left", "right") else 1)  # past "of"
     found = []
-    for part in parts:
-        where = [i for i in part if words[i] in POSITION_WORDS]
-        if not where:
+    for span, cell in zip((range(part.start, at), range(end, part.stop)),
+                          RELATION_CELLS[words[at]]):
+        own = _placed_in_cell(words, span)
+        if own is not None:
+            found.append(own)
             continue
-        first = where[0]
-        run = [first]
-        while run[-1] + 1 < part.stop and words[run[-1] + 1] in POSITION_WORDS:
-            run.append(run[-1] + 1)
-        cell = _cell_of([words[i] for i in run])
-        objects = [i for i in range(part.start, first) if words[i] not in NOT_OBJECT_WORDS
-                   and words[i] not in POSITION_WORDS]
-        if cell is None or not objects:
+        stop = next((i for i in span if words[i] in AFTER_OBJECT), span.stop)
+        objects = _object_words(words, range(span.start, stop))
+        if objects:
+            found.append(Placement([words[i] for i in objects], [i + 1 for i in objects], cell,
+                                   cell_bounds(cell), relation))
+    return found
+
+
+def placements(tokens: list[str]) -> list[Placement]:
+    """The objects a tokenized prompt places (token i is prompt position i + 1)."""
+    words = [_plain(t) for t in tokens]
+    found = []
+    for part in _parts(words):
+        at = _relation_at(words, part)
+        if at is not None:
+            found.extend(_placed_by_relation(words, part, at))
             continue
-        positions = [i + 1 for i in objects + run]
-        found.append(Placement([words[i] for i in objects + run], positions, cell, cell_bounds(cell)))
+        placed = _placed_in_cell(words, part)
+        if placed is not None:
+            found.append(placed)
     return found
 
 
