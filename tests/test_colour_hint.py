@@ -12,8 +12,9 @@ from remade import BOXES, CAPTION, PHRASES, pixels, remade_by_show_code
 
 from playground import BadInput, settings_of
 from playground.share.recipe import reproduce, restorable
-from playground.tasks.colour_hint import (NO_CELL, NO_COLOUR, cell_hinted_latents,
-                                         hinted_latents, phrase_colour)
+from playground.tasks.colour_hint import (NO_CELL, NO_COLOUR, background_colour,
+                                         cell_hinted_latents, hinted_latents, phrase_colour,
+                                         sized_box)
 
 
 def test_the_colour_is_the_first_colour_word_of_the_phrase():
@@ -21,6 +22,13 @@ def test_the_colour_is_the_first_colour_word_of_the_phrase():
     assert phrase_colour("small, yellow square on blue") == "yellow"
     assert phrase_colour("a grey cat") == "grey"
     assert phrase_colour("a circle") is None
+
+
+def test_the_background_colour_is_read_from_the_prompt():
+    assert background_colour("a red circle on a Blue background") == "blue"
+    assert background_colour("a red circle with a white background") == "white"
+    assert background_colour("a red circle on a plain background") is None
+    assert background_colour("a red circle") is None
 
 
 def test_only_the_latents_inside_a_coloured_box_move(starter):
@@ -86,13 +94,48 @@ def test_colour_hints_must_be_true_or_false(starter):
 def test_text_to_image_hints_paint_only_the_cell_the_prompt_names(starter):
     pipe = starter.registry.pipeline("starter", "text_to_image")
     noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    hinted = cell_hinted_latents(pipe, noise, "a small red circle in the top left", None, 64, 64)
+    hinted = cell_hinted_latents(pipe, noise, "a red circle in the top left", None, 64, 64)
     moved = (hinted - noise).abs().sum(1)[0]
     assert moved[:5, :5].min() > 0.05  # the top-left cell (latent pixels 0..5.33)
     assert moved[6:].max() == 0 and moved[:, 6:].max() == 0
+    big = (cell_hinted_latents(pipe, noise, "a big red circle in the centre", None, 64, 64)
+           - noise).abs().sum(1)[0]
+    small = (cell_hinted_latents(pipe, noise, "a small red circle in the centre", None, 64, 64)
+             - noise).abs().sum(1)[0]
+    assert (small > 0).sum() < 36 < (big > 0).sum()  # 36: the centre cell's latent pixels
+    assert sized_box(["small", "red", "circle"], (0, 0, 1 / 3, 1 / 3)) == pytest.approx(
+        (1 / 6 - 7 / 64, 1 / 6 - 7 / 64, 1 / 6 + 7 / 64, 1 / 6 + 7 / 64))
     warnings = []
     assert cell_hinted_latents(pipe, noise, "a small red circle", None, 64, 64, warnings) is noise
     assert warnings == [NO_CELL]
+
+
+def test_a_named_background_is_hinted_outside_the_placed_cells(starter):
+    pipe = starter.registry.pipeline("starter", "text_to_image")
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    prompt = "a red circle in the top left"
+    plain = cell_hinted_latents(pipe, noise, prompt, None, 64, 64)
+    on_blue = cell_hinted_latents(pipe, noise, prompt + " on a blue background", None, 64, 64)
+    moved = (on_blue - plain).abs().sum(1)[0]
+    assert moved[:5, :5].max() == 0  # the red circle's cell keeps its own hint
+    assert moved[6:].min() > 0.05 and moved[:, 6:].min() > 0.05
+
+
+def test_a_named_background_comes_out_in_its_colour_with_colour_hints(starter, judge):
+    """Placed objects on a named background: the stock model often keeps white (model card,
+    Figures); the background hint paints the asked colour."""
+    prompts = ["a small red circle in the top left on a blue background",
+               "a big yellow square in the bottom right on a green background",
+               "a green triangle on the left on a black background",
+               "a blue circle in the centre on an orange background"]
+    right = {False: 0, True: 0}
+    for hints in (False, True):
+        for seed, prompt in enumerate(prompts):
+            image = starter.text_to_image(prompt, seed=seed, place_objects=True,
+                                          colour_hints=hints)
+            right[hints] += judge.read(image)["background"] == prompt.split()[-2]
+    assert right[True] >= 3, right
+    assert right[True] >= right[False] + 1, right
 
 
 def test_a_red_circle_steered_to_the_top_left_stays_red_with_colour_hints(starter, judge):
@@ -101,7 +144,7 @@ def test_a_red_circle_steered_to_the_top_left_stays_red_with_colour_hints(starte
     red = {False: 0, True: 0}
     for hints in (False, True):
         for seed in range(4):
-            image = starter.text_to_image("a small red circle in the top left", seed=seed,
+            image = starter.text_to_image("a red circle in the top left", seed=seed,
                                           place_objects=True, colour_hints=hints)
             found = judge.read(image)["objects"]
             red[hints] += any(o["colour"] == "red" and o["cell"] == "top left" for o in found)

@@ -10,23 +10,46 @@ text-to-image the boxes are the grid cells the prompt names ("a red circle in th
 left"), as for place_objects, which the hints undo the colour losses of.
 
 Colours are read from the phrase's words: the starter world's exact palette, and a few
-common names for other models. Phrases without a colour word get no hint.
+common names for other models. Phrases without a colour word get no hint. A text-to-image
+prompt that also names its background ("... on a blue background") gets that colour hinted
+everywhere outside the placed objects' cells (model card: background right 0.85 -> 0.97).
 """
 from __future__ import annotations
 
+import re
+
 import torch
 
-from ..starter.world import PALETTE
+from ..starter.world import BASE, PALETTE, SIZES
 from .placement import pipeline_noise, placements
 from .regions import region_weights
 
 STRENGTH = 8.0
 COLOURS = {"grey": (128, 128, 128), "gray": (128, 128, 128), "brown": (140, 90, 40),
            "pink": (240, 130, 180), "cyan": (40, 200, 220), **PALETTE}
+SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small", "medium": "medium",
+              "large": "large", "big": "large"}
 NO_COLOUR = ("colour hints: no phrase names a colour this playground knows "
              f"({', '.join(sorted(COLOURS))}), so the starting noise was left as it was")
 NO_CELL = ("colour hints: the prompt names no object with a position (e.g. \"a red circle in "
            "the top left\"), so there was no place to paint a colour into")
+
+
+def background_colour(prompt: str) -> str | None:
+    """The colour of "a <colour> background" in a prompt, or None."""
+    said = re.search(r"\b([a-z]+)\s+background\b", prompt.lower())
+    return said.group(1) if said and said.group(1) in COLOURS else None
+
+
+def sized_box(words: list[str], box) -> tuple:
+    """`box` (a grid cell), or for words with a size word a square of the starter world's
+    middle side for that size (at 64 px), centred on the cell (it may reach past it)."""
+    size = next((SIZE_WORDS[w] for w in words if w in SIZE_WORDS), None)
+    if size is None:
+        return tuple(box)
+    half = sum(SIZES[size]) / 2 / BASE / 2
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return max(0.0, x - half), max(0.0, y - half), min(1.0, x + half), min(1.0, y + half)
 
 
 def phrase_colour(phrase: str) -> str | None:
@@ -50,12 +73,13 @@ def colour_latent(vae, colour: str) -> torch.Tensor:
 
 def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes: list,
                    generators, height: int, width: int, warnings: list | None = None,
-                   strength: float = STRENGTH) -> torch.Tensor | None:
+                   strength: float = STRENGTH, background: str | None = None
+                   ) -> torch.Tensor | None:
     """The starting latents (unscaled; the pipeline's own noise when `latents` is None)
-    with each coloured phrase's hint added inside its box; `latents` as they were (and a
-    warning) when no phrase names a colour."""
+    with each coloured phrase's hint added inside its box, and the `background` colour's
+    outside every box; `latents` as they were (and a warning) when no colour is named."""
     colours = [phrase_colour(p) for p in phrases]
-    if not any(colours):
+    if not any(colours) and background is None:
         if warnings is not None:
             warnings.append(NO_COLOUR)
         return latents
@@ -63,7 +87,8 @@ def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes
         latents = pipeline_noise(pipe, generators, len(generators), height, width)
     rows, cols = latents.shape[-2:]
     signal_left = pipe.scheduler.alphas_cumprod[-1].sqrt().item()
-    shares = region_weights([list(map(float, b)) for b in boxes], rows, cols)[1:]
+    shares = region_weights([list(map(float, b)) for b in boxes], rows, cols)
+    colours = [background] + colours  # row 0 of the shares: outside every box
     latent_of = {c: colour_latent(pipe.vae, c).cpu().view(-1, 1, 1) for c in set(colours) if c}
     hint = torch.zeros(latents.shape[1:], dtype=torch.float32)
     for colour, share in zip(colours, shares):
@@ -76,8 +101,9 @@ def cell_hinted_latents(pipe, latents: torch.Tensor | None, prompt: str, generat
                         height: int, width: int, warnings: list | None = None,
                         strength: float = STRENGTH) -> torch.Tensor | None:
     """Text-to-image: each object the prompt places in a cell ("a red circle in the top
-    left") gets its colour hinted in that cell; `latents` as they were (and a warning)
-    when the prompt places nothing."""
+    left") gets its colour hinted in that cell (in a square of its size, if it has one), and
+    a named background its colour outside them; `latents` as they were (and a warning) when
+    the prompt places nothing."""
     from ..teach.attention import prompt_tokens
 
     found = placements(prompt_tokens(pipe.tokenizer, prompt))
@@ -85,6 +111,6 @@ def cell_hinted_latents(pipe, latents: torch.Tensor | None, prompt: str, generat
         if warnings is not None:
             warnings.append(NO_CELL)
         return latents
-    return hinted_latents(pipe, latents, [" ".join(p.words) for p in found],
-                          [list(p.box) for p in found], generators, height, width, warnings,
-                          strength)
+    boxes = [list(sized_box(p.words, p.box)) for p in found]
+    return hinted_latents(pipe, latents, [" ".join(p.words) for p in found], boxes, generators,
+                          height, width, warnings, strength, background_colour(prompt))
