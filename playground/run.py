@@ -209,11 +209,18 @@ def timed():
         clock["seconds"] = time.perf_counter() - clock["start"]
 
 
+# Raised whenever place_objects, colour_hints or regional_prompts start reading more of a
+# prompt, so links made before say their pixels may differ (share/recipe.options_note).
+# 2: relations, size words and backgrounds (2026-12-04).
+OPTIONS_REVISION = "2"
+
+
 def versions() -> dict:
     import diffusers
     import transformers
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__}
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "options": OPTIONS_REVISION}
 
 
 def attach_settings(image: Image.Image, settings: dict) -> Image.Image:

@@ -166,3 +166,20 @@ def test_boxes_restored_onto_the_layout_canvas_read_back_unchanged():
     odd = restorable({"task": "layout_to_image", "phrases": ["a"],
                       "boxes": [[0.123456, 0.1, 0.5, 0.5]]})
     assert "grid" in " ".join(sharing.canvas_note(odd))
+
+
+def test_a_link_from_before_the_options_read_relations_says_pixels_may_differ(starter):
+    settings = dict(prompt="a red circle above a blue square", seed=1, place_objects=True,
+                    colour_hints=True)
+    before = {k: v for k, v in versions().items() if k != "options"}
+    old = restorable(read_query(link_query("text_to_image", settings, versions=before)),
+                     pg=starter, origin="link")
+    assert old.settings["place_objects"] is True and old.settings["colour_hints"] is True
+    assert any("revision 1 of place_objects, colour_hints" in note and "may differ" in note
+               for note in old.notes), old.notes
+    now = restorable(read_query(link_query("text_to_image", settings, versions=versions())),
+                     pg=starter, origin="link")
+    assert now.notes == []
+    plain = restorable(read_query(link_query("text_to_image", dict(prompt="a red circle"),
+                                             versions=before)), pg=starter, origin="link")
+    assert plain.notes == []

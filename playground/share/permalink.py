@@ -16,7 +16,7 @@ from ..errors import BadInput
 from ..run import versions as current_versions
 from .recipe import COMMON_KEYS, TAB_OF_TASK, TASK_KEYS, TASK_OF_TAB
 
-VERSION_KEYS = ("python", "torch", "diffusers", "transformers")
+VERSION_KEYS = ("python", "torch", "diffusers", "transformers", "options")
 
 
 def link_query(task: str, settings: dict, *, revision: str | None = None,

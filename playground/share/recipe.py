@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
-from ..run import MAX_SEED, versions as current_versions
+from ..run import MAX_SEED, OPTIONS_REVISION, versions as current_versions
 
 TASK_OF_TAB = {"t2i": "text_to_image", "layout": "layout_to_image", "inpaint": "inpaint",
                "upscale": "upscale"}
@@ -161,7 +161,7 @@ def _check_against(pg, raw: dict, recipe: Recipe) -> None:
         if raw["revision"] != here:
             recipe.notes.append(f"Made with revision {raw['revision']} of {model}; this app "
                                 f"loads {here or 'the default revision'}: pixels may differ.")
-    recipe.notes += version_notes(raw.get("versions"))
+    recipe.notes += version_notes(raw.get("versions")) + options_note(raw)
     if model and raw.get("device") and raw.get("dtype"):
         device, dtype = pg.registry.device_and_dtype(model)
         dtype = str(dtype).replace("torch.", "")
@@ -176,10 +176,30 @@ def version_notes(recorded) -> list[str]:
         return []
     here = current_versions()
     differ = [f"{name} {recorded[name]} (here {here[name]})" for name in here
-              if name in recorded and str(recorded[name]) != here[name]]
+              if name != "options" and name in recorded and str(recorded[name]) != here[name]]
     if not differ:
         return []
     return ["Made with " + ", ".join(differ) + ": pixels may differ."]
+
+
+def options_note(raw: dict) -> list[str]:
+    """A note when the run used place_objects, colour_hints or regional_prompts as they
+    were before this app's revision of them (records from before revision 2 have none)."""
+    def on(value) -> bool:
+        try:
+            return _flag(value)
+        except ValueError:
+            return False  # restorable reports the bad value itself
+
+    used = [flag for flag in ("place_objects", "colour_hints", "regional_prompts")
+            if on(raw.get(flag, False))]
+    versions = raw.get("versions")
+    made = str(versions.get("options", "1")) if isinstance(versions, dict) else None
+    if not used or made is None or made == OPTIONS_REVISION:
+        return []
+    return [f"Made with revision {made} of {', '.join(used)} (here {OPTIONS_REVISION}: they now "
+            "also read relations such as \"above\", size words and the background): pixels "
+            "may differ."]
 
 
 def call_arguments(settings: dict, task: str | None = None) -> tuple[str, dict]:
