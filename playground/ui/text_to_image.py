@@ -34,14 +34,15 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             controls = sampling_controls(pg, TASK, TAB)
             width, height, count = size_and_count(pg, controls.model.value)
             place = gr.Checkbox(label="Place objects where the prompt says (top left, centre, "
-                                "bottom right, ...)", value=False, elem_id=f"{TAB}-place",
+                                "above, to the left of, ...)", value=False, elem_id=f"{TAB}-place",
                                 info="Steers the starting noise before sampling; about +0.7 s "
                                      "per picture on the starter model.")
             hints = gr.Checkbox(label="Colour hints: paint each placed object's colour into "
                                 "its cell", value=False, elem_id=f"{TAB}-hints",
                                 info="Adds the colour (red, yellow, ...) faintly to the "
-                                     "starting noise there; with Place objects it keeps the "
-                                     "colours steering alone loses.")
+                                     "starting noise there, sized by size words, and a named "
+                                     "background's colour around them; with Place objects it "
+                                     "keeps the colours steering alone loses.")
             regional = gr.Checkbox(label="Regional prompts: each placed object's cell reads "
                                    "only its words", value=False, elem_id=f"{TAB}-regional",
                                    info="Keeps two objects' colours and shapes apart (\"a blue "
