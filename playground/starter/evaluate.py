@@ -331,7 +331,7 @@ def eval_placed(pipe, judge: Judge, singles, twos, guidance: float, hints: bool 
     single_scores = [score_single(c, r) for c, r in zip(singles, readings)]
     single, two, speed = PLACED_TEXT_ROWS[hints, regional]
     figures = {f"single, {single}: {k}": mean(s[k] for s in single_scores)
-               for k in ("colour", "shape", "cell", "background")}
+               for k in ("colour", "shape", "cell", "background", "size")}
     figures[f"two objects, {two}: all right"] = mean(
         score_two(c, r) for c, r in zip(twos, readings[len(singles):]))
     figures[f"seconds / picture, {speed}"] = mean(seconds)
