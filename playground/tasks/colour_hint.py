@@ -12,7 +12,10 @@ left"), as for place_objects, which the hints undo the colour losses of.
 Colours are read from the phrase's words: the starter world's exact palette, and a few
 common names for other models. Phrases without a colour word get no hint. A text-to-image
 prompt that also names its background ("... on a blue background") gets that colour hinted
-everywhere outside the placed objects' cells (model card: background right 0.85 -> 0.97).
+everywhere outside the placed objects, and an object with a size word ("a small red
+circle") gets its hint in a square of that size at its cell's centre rather than in the
+whole cell, because steering alone made objects cell-sized (model card, "Relations, sizes
+and backgrounds").
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import re
 
 import torch
 
+from ..starter.captions import SIZE_WORDS as WORDS_OF_SIZE
 from ..starter.world import BASE, PALETTE, SIZES
 from .placement import pipeline_noise, placements
 from .regions import region_weights
@@ -27,8 +31,7 @@ from .regions import region_weights
 STRENGTH = 8.0
 COLOURS = {"grey": (128, 128, 128), "gray": (128, 128, 128), "brown": (140, 90, 40),
            "pink": (240, 130, 180), "cyan": (40, 200, 220), **PALETTE}
-SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small", "medium": "medium",
-              "large": "large", "big": "large"}
+SIZE_WORDS = {"tiny": "small", **{w: size for size, ws in WORDS_OF_SIZE.items() for w in ws}}
 NO_COLOUR = ("colour hints: no phrase names a colour this playground knows "
              f"({', '.join(sorted(COLOURS))}), so the starting noise was left as it was")
 NO_CELL = ("colour hints: the prompt names no object with a position (e.g. \"a red circle in "
