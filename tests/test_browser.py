@@ -325,6 +325,30 @@ def test_learn_tab_opens_with_the_example_already_noised(page):
     assert "t=300," in page.locator("#learn-fwd-snr").inner_text()
 
 
+def test_learn_tab_filmstrip_runs_with_regional_prompts_and_the_maps_say_why_not(page):
+    """The filmstrip's last x_t is the Text to image tab's picture with the same options,
+    pixel for pixel; the maps button answers with the core's message."""
+    from playground import Playground
+
+    prompt = "two objects: a small blue square in the top left and a small yellow circle in the bottom right"
+    page.get_by_role("tab", name="Learn").click()
+    page.fill("#learn-prompt textarea", prompt)
+    set_number(page, "learn-seed", 2)
+    for box in ("place", "hints", "regional"):
+        page.locator(f"#learn-{box} input[type=checkbox]").check()
+    generate(page, "learn")
+    shown = assert_real_picture(picture_in(page, "#learn-frame-xt"), (64, 64))
+    made = Playground(device="cpu").text_to_image(prompt, seed=2, steps=STEPS, place_objects=True,
+                                                  colour_hints=True, regional_prompts=True)
+    assert np.array_equal(shown, np.asarray(made, dtype=np.int16)), "regional prompts did not reach the run"
+
+    page.click("#learn-maps")
+    toast = page.locator("[data-testid=toast-body]").first
+    toast.wait_for()
+    assert "Turn regional prompts off for the maps" in toast.inner_text()
+    assert "Traceback" not in toast.inner_text()
+
+
 def test_bad_input_shows_the_core_message(page):
     open_tab(page, "layout")
     page.get_by_role("button", name="Clear boxes").click()

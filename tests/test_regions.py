@@ -137,3 +137,15 @@ def test_text_to_image_regional_prompts_keep_a_circle_beside_a_square(starter, j
             found = {(o["colour"], o["shape"], o["cell"]) for o in judge.read(image)["objects"]}
             both[regional] += {("blue", "circle", "left"), ("yellow", "square", "right")} <= found
     assert both[True] >= 2 and both[True] >= both[False] + 2, both
+
+
+def test_the_learn_tab_filmstrip_takes_regional_prompts_and_the_maps_refuse_them(starter):
+    kwargs = dict(seed=2, steps=6, place_objects=True, colour_hints=True, regional_prompts=True)
+    made = pixels(starter.text_to_image(TWO, **kwargs))
+    traced, frames = starter.denoise_trace(TWO, **kwargs)
+    assert np.array_equal(pixels(traced), made) and frames
+    assert settings_of(traced)["regional_prompts"] is True
+    without = starter.denoise_trace(TWO, **{**kwargs, "regional_prompts": False})[0]
+    assert np.abs(pixels(without) - made).max() > 30  # the option did something
+    with pytest.raises(BadInput, match="Turn regional prompts off for the maps"):
+        starter.attention_maps(TWO, **kwargs)

@@ -27,9 +27,8 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
         latents = starting_latents(pipe, prompt, generators, count, height, width,
                                    settings_common["steps"], control, place_objects,
                                    colour_hints, placed, warnings)
-        if regional_prompts:
-            pipe.unet = regions.cell_regional_unet(pipe, prompt, height, width,
-                                                   settings_common["guidance"] > 1, warnings)
+        pipe.unet = sampling_unet(pipe, prompt, height, width, settings_common["guidance"],
+                                  regional_prompts, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
@@ -38,9 +37,7 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
 
     settings = record({"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
                        "height": height, "warnings": warnings}, place_objects, colour_hints,
-                      placed)
-    if regional_prompts:  # recorded only when on, as the other options
-        settings["regional_prompts"] = True
+                      placed, regional_prompts)
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images
@@ -61,9 +58,20 @@ def starting_latents(pipe, prompt, generators, count, height, width, steps, cont
     return latents
 
 
-def record(settings: dict, place_objects: bool, colour_hints: bool, placed: list) -> dict:
+def sampling_unet(pipe, prompt, height, width, guidance, regional_prompts: bool, warnings: list):
+    """The UNet to sample with: with regional prompts, one whose placed cells read only
+    their object's words; else the pipeline's own. Shared with the Learn tab's filmstrip."""
+    if not regional_prompts:
+        return pipe.unet
+    return regions.cell_regional_unet(pipe, prompt, height, width, guidance > 1, warnings)
+
+
+def record(settings: dict, place_objects: bool, colour_hints: bool, placed: list,
+           regional_prompts: bool = False) -> dict:
     """The options' keys, each only when it was on (so older records stay as they were)."""
     placement.record(settings, place_objects, placed)
     if colour_hints:
         settings["colour_hints"] = True
+    if regional_prompts:
+        settings["regional_prompts"] = True
     return settings

@@ -26,6 +26,10 @@ from ..tasks import checks, common, text_to_image
 from .trace import chosen_steps
 
 TASK = "text_to_image"
+MAPS_WITH_REGIONS = ("attention maps show where each word of the prompt is read; with regional "
+                     "prompts each placed cell reads only its own object's words, so there is "
+                     "no one map per word. Turn regional prompts off for the maps (the "
+                     "filmstrip shows runs with them)")
 
 
 @dataclass
@@ -141,8 +145,11 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
 
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
         guidance=None, seed=-1, width=None, height=None, show_steps=None,
-        control=None, place_objects=False, colour_hints=False) -> AttentionMaps:
+        control=None, place_objects=False, colour_hints=False,
+        regional_prompts=False) -> AttentionMaps:
     """Make the picture as `text_to_image` does and collect the maps on the way."""
+    if checks.flag("regional_prompts", regional_prompts):
+        raise checks.BadInput(MAPS_WITH_REGIONS)
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt, required=True)
     negative_prompt = checks.text("negative_prompt", negative_prompt)

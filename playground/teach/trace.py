@@ -143,7 +143,7 @@ def decode(pipe, latents: torch.Tensor) -> Image.Image:
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
         guidance=None, seed=-1, width=None, height=None, show_steps=None,
         on_frame: Callable[[Frame], None] | None = None, control=None, place_objects=False,
-        colour_hints=False):
+        colour_hints=False, regional_prompts=False):
     """(final picture with settings, list of Frame). The final picture equals
     `text_to_image` with the same settings."""
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
@@ -157,6 +157,7 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
     recorders: list[Recorder] = []
     place_objects, placed = checks.flag("place_objects", place_objects), []
     colour_hints = checks.flag("colour_hints", colour_hints)
+    regional_prompts = checks.flag("regional_prompts", regional_prompts)
 
     def call(pipe, generators, callbacks):
         recorder = Recorder(pipe, shown, settings_common["steps"], on_frame)
@@ -165,6 +166,9 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
         latents = text_to_image.starting_latents(pipe, prompt, generators, 1, height, width,
                                                  settings_common["steps"], control,
                                                  place_objects, colour_hints, placed, warnings)
+        pipe.unet = text_to_image.sampling_unet(pipe, prompt, height, width,
+                                                settings_common["guidance"], regional_prompts,
+                                                warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
@@ -173,7 +177,7 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
 
     settings = text_to_image.record({"prompt": prompt, "negative_prompt": negative_prompt,
                                      "width": width, "height": height, "warnings": warnings},
-                                    place_objects, colour_hints, placed)
+                                    place_objects, colour_hints, placed, regional_prompts)
     image = common.execute(registry, TASK, settings_common, settings, call, control, 1,
                            prompts={"prompt": prompt, "negative prompt": negative_prompt})[0]
     return image, recorders[0].frames

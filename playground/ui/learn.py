@@ -101,6 +101,10 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             hints = gr.Checkbox(label="Colour hints: paint each placed object's colour into "
                                 "its cell (see it in the first frames)", value=False,
                                 elem_id="learn-hints")
+            regional = gr.Checkbox(label="Regional prompts: each placed cell reads only its "
+                                   "object's words (filmstrip only: the maps need one "
+                                   "attention per word)", value=False,
+                                   elem_id="learn-regional")
         with gr.Column():
             strip = gr.Gallery(label="Filmstrip: x_t and predicted x0 per step", columns=4,
                                height=DISPLAY_HEIGHT, object_fit="contain", format="png",
@@ -108,7 +112,8 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             scrub = gr.Slider(1, 2, value=1, step=1, label="Scrub: frame", interactive=True,
                               elem_id="learn-scrub")
             with gr.Row():
-                frame_xt = gr.Image(label="x_t", format="png", height=160, interactive=False)
+                frame_xt = gr.Image(label="x_t", format="png", height=160, interactive=False,
+                                    elem_id="learn-frame-xt")
                 frame_x0 = gr.Image(label="predicted x0", format="png", height=160,
                                     interactive=False)
             status = gr.HTML(elem_id="learn-status")
@@ -122,7 +127,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     folder = Path(tempfile.mkdtemp(prefix="playground-learn-"))
 
     def run_trace(prompt, negative, model, scheduler, steps, guidance, seed, show, place,
-                  hinted, request: gr.Request):
+                  hinted, regions, request: gr.Request):
         collected, lock = [], threading.Lock()
 
         def on_frame(frame):
@@ -134,7 +139,8 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
                                     negative_prompt=negative, model=model,
                                     scheduler=scheduler or None, steps=steps,
                                     guidance=guidance, seed=seed, control=control,
-                                    place_objects=place, colour_hints=hinted)
+                                    place_objects=place, colour_hints=hinted,
+                                    regional_prompts=regions)
         shown = -1
         try:
             for update in stream_run(call, steps=int(steps or 1), runs=runs,
@@ -162,7 +168,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             raise user_error(error) from error
 
     event = buttons.generate.click(
-        run_trace, [prompt, negative, *controls.inputs, show_steps, place, hints],
+        run_trace, [prompt, negative, *controls.inputs, show_steps, place, hints, regional],
         [strip, frames, scrub, frame_xt, frame_x0, status, code],
         concurrency_id="sampling", concurrency_limit=concurrency_limit,
         api_visibility="private", show_progress_on=status)
@@ -175,18 +181,20 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     scrub.change(frame_pictures, [frames, scrub], [frame_xt, frame_x0], queue=False,
                  api_visibility="private")
 
-    def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show, place, hinted):
+    def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show, place, hinted,
+                 regions):
         result = call_core(pg.attention_maps, prompt, show_steps=parse_steps(show),
                            negative_prompt=negative, model=model, scheduler=scheduler or None,
                            steps=steps, guidance=guidance, seed=seed, place_objects=place,
-                           colour_hints=hinted)
+                           colour_hints=hinted, regional_prompts=regions)
         from ..teach.attention import peak_ratio
         items = [(result.image, "picture")] + [
             (picture, f"{token} (peak {peak_ratio(weights):.2f}x mean)")
             for token, picture, weights in zip(result.tokens, result.overlays, result.maps)]
         return items, call_core(pg.show_code, result.image)
 
-    maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps, place, hints],
+    maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps, place, hints,
+                                 regional],
                       [maps, code],
                       concurrency_id="sampling", concurrency_limit=concurrency_limit,
                       api_visibility="private")

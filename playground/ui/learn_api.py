@@ -54,7 +54,8 @@ class LearnEndpoints:
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       show_steps: list[int] | None = None,
                       place_objects: bool = False,
-                      colour_hints: bool = False) -> tuple[list[dict], dict]:
+                      colour_hints: bool = False,
+                      regional_prompts: bool = False) -> tuple[list[dict], dict]:
         """A text-to-image run as a filmstrip. show_steps: step numbers 1..steps (default
         six spread out, the last included). Returns ([{step, timestep, x_t PNG, x0 PNG}],
         settings of the final picture, which equals /text_to_image's)."""
@@ -62,7 +63,8 @@ class LearnEndpoints:
             self.pg.denoise_trace, prompt, show_steps=show_steps or None,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler or None,
             steps=steps, guidance=guidance, seed=seed, width=width, height=height,
-            place_objects=place_objects, colour_hints=colour_hints)
+            place_objects=place_objects, colour_hints=colour_hints,
+            regional_prompts=regional_prompts)
         strip = [{"step": f.step, "timestep": f.timestep,
                   "x_t": self._png(f.x_t, f"x_t_{f.step}.png"),
                   "x0": self._png(f.x0, f"x0_{f.step}.png")} for f in frames]
@@ -73,7 +75,7 @@ class LearnEndpoints:
                        seed: int = -1, width: int | None = None, height: int | None = None,
                        show_steps: list[int] | None = None,
                        place_objects: bool = False,
-                      colour_hints: bool = False) -> tuple[list[dict], dict]:
+                       colour_hints: bool = False) -> tuple[list[dict], dict]:
         """Cross-attention per prompt token (averaged over heads, layers and show_steps,
         default all steps). Returns ([{token, map: overlay PNG, weights: latent-grid
         rows summing to 1}], settings of the picture made)."""
