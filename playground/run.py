@@ -209,10 +209,13 @@ def timed():
         clock["seconds"] = time.perf_counter() - clock["start"]
 
 
-# Raised whenever place_objects, colour_hints or regional_prompts start reading more of a
-# prompt, so links made before say their pixels may differ (share/recipe.options_note).
-# 2: relations, size words and backgrounds (2026-12-04).
-OPTIONS_REVISION = "2"
+# Raised whenever place_objects, colour_hints or regional_prompts change what they do to
+# a prompt, so links made before say their pixels may differ (share/recipe.options_note).
+OPTIONS_CHANGES = {
+    "2": "they read relations such as \"above\", size words and the background",
+    "3": "a small object's colour hint is as much stronger as its square is smaller",
+}
+OPTIONS_REVISION = max(OPTIONS_CHANGES, key=int)
 
 
 def versions() -> dict:

@@ -103,6 +103,10 @@ def test_text_to_image_hints_paint_only_the_cell_the_prompt_names(starter):
     small = (cell_hinted_latents(pipe, noise, "a small red circle in the centre", None, 64, 64)
              - noise).abs().sum(1)[0]
     assert (small > 0).sum() < 36 < (big > 0).sum()  # 36: the centre cell's latent pixels
+    whole_cell = (cell_hinted_latents(pipe, noise, "a red circle in the centre", None, 64, 64)
+                  - noise).abs().sum(1)[0]
+    assert small.sum() == pytest.approx(whole_cell.sum(), rel=0.05)  # as much colour, denser
+    assert small.max() > 2 * whole_cell.max()
     assert sized_box(["small", "red", "circle"], (0, 0, 1 / 3, 1 / 3)) == pytest.approx(
         (1 / 6 - 7 / 64, 1 / 6 - 7 / 64, 1 / 6 + 7 / 64, 1 / 6 + 7 / 64))
     warnings = []

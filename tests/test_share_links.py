@@ -183,3 +183,8 @@ def test_a_link_from_before_the_options_read_relations_says_pixels_may_differ(st
     plain = restorable(read_query(link_query("text_to_image", dict(prompt="a red circle"),
                                              versions=before)), pg=starter, origin="link")
     assert plain.notes == []
+    second = restorable(read_query(link_query("text_to_image", settings,
+                                              versions={**before, "options": "2"})),
+                        pg=starter, origin="link")
+    note = " ".join(second.notes)
+    assert "revision 2 of" in note and "small object" in note and "relations" not in note

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import BadInput
-from ..run import MAX_SEED, OPTIONS_REVISION, versions as current_versions
+from ..run import MAX_SEED, OPTIONS_CHANGES, OPTIONS_REVISION, versions as current_versions
 
 TASK_OF_TAB = {"t2i": "text_to_image", "layout": "layout_to_image", "inpaint": "inpaint",
                "upscale": "upscale"}
@@ -197,9 +197,10 @@ def options_note(raw: dict) -> list[str]:
     made = str(versions.get("options", "1")) if isinstance(versions, dict) else None
     if not used or made is None or made == OPTIONS_REVISION:
         return []
-    return [f"Made with revision {made} of {', '.join(used)} (here {OPTIONS_REVISION}: they now "
-            "also read relations such as \"above\", size words and the background): pixels "
-            "may differ."]
+    since = [f"in {n}, {change}" for n, change in OPTIONS_CHANGES.items()
+             if not made.isdigit() or int(n) > int(made)]
+    return [f"Made with revision {made} of {', '.join(used)} (here {OPTIONS_REVISION}; "
+            f"{'; '.join(since)}): pixels may differ."]
 
 
 def call_arguments(settings: dict, task: str | None = None) -> tuple[str, dict]:

@@ -15,7 +15,8 @@ prompt that also names its background ("... on a blue background") gets that col
 everywhere outside the placed objects, and an object with a size word ("a small red
 circle") gets its hint in a square of that size at its cell's centre rather than in the
 whole cell, because steering alone made objects cell-sized (model card, "Relations, sizes
-and backgrounds").
+and backgrounds"). A square smaller than the cell is hinted as much stronger as it is
+smaller, so every object gets the same amount of colour and small ones keep theirs.
 """
 from __future__ import annotations
 
@@ -55,6 +56,14 @@ def sized_box(words: list[str], box) -> tuple:
     return max(0.0, x - half), max(0.0, y - half), min(1.0, x + half), min(1.0, y + half)
 
 
+def same_amount(box, cell) -> float:
+    """How much stronger a hint in `box` must be to add as much colour as one over the
+    whole `cell`: their area ratio, never below 1."""
+    def area(b):
+        return max(1e-6, (b[2] - b[0]) * (b[3] - b[1]))
+    return max(1.0, area(cell) / area(box))
+
+
 def phrase_colour(phrase: str) -> str | None:
     """The first colour word of a phrase ("a bright Red circle" -> "red"), or None."""
     for word in phrase.lower().replace(",", " ").split():
@@ -76,11 +85,12 @@ def colour_latent(vae, colour: str) -> torch.Tensor:
 
 def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes: list,
                    generators, height: int, width: int, warnings: list | None = None,
-                   strength: float = STRENGTH, background: str | None = None
-                   ) -> torch.Tensor | None:
+                   strength: float = STRENGTH, background: str | None = None,
+                   scales: list[float] | None = None) -> torch.Tensor | None:
     """The starting latents (unscaled; the pipeline's own noise when `latents` is None)
-    with each coloured phrase's hint added inside its box, and the `background` colour's
-    outside every box; `latents` as they were (and a warning) when no colour is named."""
+    with each coloured phrase's hint added inside its box (times its entry in `scales`),
+    and the `background` colour's outside every box; `latents` as they were (and a
+    warning) when no colour is named."""
     colours = [phrase_colour(p) for p in phrases]
     if not any(colours) and background is None:
         if warnings is not None:
@@ -92,11 +102,12 @@ def hinted_latents(pipe, latents: torch.Tensor | None, phrases: list[str], boxes
     signal_left = pipe.scheduler.alphas_cumprod[-1].sqrt().item()
     shares = region_weights([list(map(float, b)) for b in boxes], rows, cols)
     colours = [background] + colours  # row 0 of the shares: outside every box
+    scales = [1.0] + list(scales or [1.0] * len(phrases))
     latent_of = {c: colour_latent(pipe.vae, c).cpu().view(-1, 1, 1) for c in set(colours) if c}
     hint = torch.zeros(latents.shape[1:], dtype=torch.float32)
-    for colour, share in zip(colours, shares):
+    for colour, share, scale in zip(colours, shares, scales):
         if colour is not None:
-            hint += latent_of[colour] * share.view(rows, cols)
+            hint += latent_of[colour] * share.view(rows, cols) * scale
     return latents + (strength * signal_left * hint).to(latents)
 
 
@@ -116,4 +127,5 @@ def cell_hinted_latents(pipe, latents: torch.Tensor | None, prompt: str, generat
         return latents
     boxes = [list(sized_box(p.words, p.box)) for p in found]
     return hinted_latents(pipe, latents, [" ".join(p.words) for p in found], boxes, generators,
-                          height, width, warnings, strength, background_colour(prompt))
+                          height, width, warnings, strength, background_colour(prompt),
+                          [same_amount(box, p.box) for box, p in zip(boxes, found)])
