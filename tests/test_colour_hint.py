@@ -142,13 +142,14 @@ def test_a_named_background_comes_out_in_its_colour_with_colour_hints(starter, j
     assert right[True] >= right[False] + 1, right
 
 
-def test_a_red_circle_steered_to_the_top_left_stays_red_with_colour_hints(starter, judge):
-    """Steered into the top left, the starter model's red circle comes out black for most
-    seeds (model card, Position); the hint keeps it red."""
+def test_a_red_square_steered_to_the_top_left_stays_red_with_colour_hints(starter, judge):
+    """Steered into the top left, the starter model's red square loses its colour for
+    some seeds (model card, Position; measured 2 of 4 red at text2img step 21,536); the
+    hint keeps it red (4 of 4)."""
     red = {False: 0, True: 0}
     for hints in (False, True):
         for seed in range(4):
-            image = starter.text_to_image("a red circle in the top left", seed=seed,
+            image = starter.text_to_image("a red square in the top left", seed=seed,
                                           place_objects=True, colour_hints=hints)
             found = judge.read(image)["objects"]
             red[hints] += any(o["colour"] == "red" and o["cell"] == "top left" for o in found)
