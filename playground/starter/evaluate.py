@@ -306,18 +306,16 @@ def eval_placed(pipe, judge: Judge, singles, twos, guidance: float, hints: bool 
     starting noise steered toward the cells the captions name; with `hints`, also the
     colour hints (tasks/colour_hint.py) painted into those cells; with `regional`, also
     regional prompts (tasks/regions.py: each cell reads only its object's words)."""
-    from ..tasks import colour_hint, placement, regions
+    from ..tasks import text_to_image
 
     images, seconds = [], []
     stock_unet = pipe.unet
     for case in singles + twos:
-        def placed():
+        def placed():  # the calls the Text to image tab makes with these options
             g = generator(case.seed)
-            latents = placement.starting_latents(pipe, case.prompt, [g], 1, BASE, BASE, STEPS, None, [], [])
-            if hints:
-                latents = colour_hint.cell_hinted_latents(pipe, latents, case.prompt, [g], BASE, BASE)
-            if regional:
-                pipe.unet = regions.cell_regional_unet(pipe, case.prompt, BASE, BASE, guidance > 1)
+            latents = text_to_image.starting_latents(pipe, case.prompt, [g], 1, BASE, BASE, STEPS, None,
+                                                     True, hints, [], [])
+            pipe.unet = text_to_image.sampling_unet(pipe, case.prompt, BASE, BASE, guidance, regional, [])
             with torch.no_grad():
                 return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
                             guidance_scale=guidance, generator=g).images[0]
