@@ -112,3 +112,49 @@ def test_training_adds_the_weighted_outside_share_and_it_reaches_the_unet(tokeni
     total.backward()
     key = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.weight
     assert key.grad is not None and key.grad.abs().sum() > 0
+
+
+def test_grounding_loss_reads_the_gated_layers_and_teaches_them_with_shut_gates():
+    """train.GroundingSupervision (layout training): the recording processor leaves the
+    UNet's output as it was; the loss grows by weight x the share of each box's attention
+    from outside the box; and its gradient reaches the gated layers' keys although every
+    gate is shut (tanh(alpha) = 0 passes the noise loss no gradient there)."""
+    from conftest import tiny_unet
+
+    from playground.starter.train import GroundingSupervision
+
+    torch.manual_seed(0)
+    unet = tiny_unet("layout")
+    sample, cond = torch.randn(2, 4, 8, 8), torch.randn(2, 16, 32)
+    boxes, masks = torch.zeros(2, 30, 4), torch.zeros(2, 30)
+    boxes[0, 0] = torch.tensor([0.0, 0.0, 0.5, 0.5])
+    boxes[1, :2] = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0]])
+    masks[0, 0], masks[1, :2] = 1, 1
+    gligen = {"boxes": boxes, "positive_embeddings": torch.randn(2, 30, 32), "masks": masks}
+
+    def forward():
+        return unet(sample, 10, encoder_hidden_states=cond,
+                    cross_attention_kwargs={"gligen": dict(gligen)}).sample
+
+    for name, p in unet.named_parameters():  # open the gates to see the fuser act
+        if name.endswith(".alpha_attn"):
+            p.data.fill_(0.5)
+    before = forward().detach()
+    supervised = GroundingSupervision(unet, 0.5)
+    supervised.start_pass()
+    assert torch.allclose(forward(), before, atol=1e-5)
+    fusers = [n for n in unet.attn_processors if ".fuser." in n]
+    assert len(supervised.recorder.records) == len(fusers) == 7  # 2 down, 1 mid, 4 up
+    assert supervised.recorder.records[0].shape == (2, 64, 30)
+
+    for name, p in unet.named_parameters():
+        if name.endswith((".alpha_attn", ".alpha_dense")):
+            p.data.zero_()
+    supervised.start_pass()
+    forward()
+    total = supervised.added_to(torch.tensor(0.0), 0, gligen)
+    assert 0 < supervised.history[-1] < 1
+    assert total.item() == pytest.approx(0.5 * supervised.history[-1])
+    total.backward()
+    key = unet.down_blocks[0].attentions[0].transformer_blocks[0].fuser.attn.to_k.weight
+    assert key.grad is not None and key.grad.abs().sum() > 0

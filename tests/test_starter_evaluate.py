@@ -206,6 +206,25 @@ def test_position_why_reads_a_training_state_over_the_shipped_pipeline(tmp_path)
                                     a, b, samples=2) == 0.0
 
 
+def test_gates_probe_reads_the_shipped_layout_unet_and_a_training_state(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from playground.starter import probe_position as pp
+
+    gates = {"a.fuser.alpha_attn": torch.tensor(0.5), "b.fuser.alpha_attn": torch.tensor(-0.1),
+             "a.fuser.alpha_dense": torch.tensor(0.0), "a.other.weight": torch.ones(2)}
+    openings = pp.gate_openings(gates)
+    assert openings["attention"] == pytest.approx([np.tanh(0.5), np.tanh(-0.1)])
+    assert openings["dense"] == [0.0]
+    save_file({f"ema_unet.{k}": v for k, v in gates.items()} | {"unet.a.fuser.alpha_attn": torch.tensor(3.0)},
+              tmp_path / "state.safetensors")
+    pp.main(["--gates", "--state", str(tmp_path / "state.safetensors")])
+    assert f"attention gates (2 layers): largest {np.tanh(0.5):.4f}" in capsys.readouterr().out
+    pp.main(["--gates"])  # the shipped layout UNet: ten gated layers, barely open
+    shipped = capsys.readouterr().out
+    assert "attention gates (10 layers)" in shipped and "dense gates (10 layers)" in shipped
+
+
 def test_the_upscaler_guesses_the_clean_picture_well_at_every_noise_level():
     """The shipped upscaler trained with the x0 floor: its one-step guess from pure noise
     (t 999) follows the low-res picture (it was 23-25 dB before, below bicubic), and near

@@ -133,3 +133,36 @@ def outside_box_loss(records: list[torch.Tensor], boxes: torch.Tensor,
         v = valid.to(probs.device)
         losses.append((((1 - inside) ** power) * v).sum() / v.sum())
     return torch.stack(losses).mean()
+
+
+class GroundingAttention:
+    """The plain self-attention of a GLIGEN gated layer (its "fuser"), written out so the
+    weights of the picture's tokens over the object tokens can be read. The layer attends
+    over [picture tokens; `n_objects` object tokens] (diffusers' GatedSelfAttentionDense)."""
+
+    def __init__(self, records: AttentionRecords, n_objects: int):
+        self.records, self.n_objects = records, n_objects
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs):
+        batch = hidden_states.shape[0]
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(hidden_states))
+        value = attn.head_to_batch_dim(attn.to_v(hidden_states))
+        probs = attn.get_attention_scores(query, key, None)
+        pixels = hidden_states.shape[1] - self.n_objects
+        self.records.add(probs[:, :pixels, pixels:], batch, attn.heads)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def record_grounding_attention(unet, n_objects: int) -> AttentionRecords:
+    """Set a recorder on every gated layer's self-attention of a GLIGEN `unet` (training
+    copy only): (batch, pixels, objects) weights of the picture's tokens over the boxes'."""
+    records = AttentionRecords()
+    processors = {}
+    for name, processor in unet.attn_processors.items():
+        is_fuser = ".fuser.attn." in name
+        processors[name] = GroundingAttention(records, n_objects) if is_fuser else processor
+    unet.set_attn_processor(processors)
+    return records

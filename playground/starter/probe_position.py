@@ -6,6 +6,7 @@ lands in the asked cell.
     python -m playground.starter.probe_position [--seeds 6] [--steps 20] [--weights DIR]
     python -m playground.starter.probe_position --why
     python -m playground.starter.probe_position [--why] --state runs/text2img/state.safetensors
+    python -m playground.starter.probe_position --gates [--state runs/layout/state.safetensors]
 
 If the model follows the cell words, the nine mean centres spread over the picture (the
 true renders' centres are about 0.17, 0.5 and 0.83 in each direction); if it ignores
@@ -13,6 +14,11 @@ them, they all sit in one spot and the "spread" line is near 0.
 
 `--state` probes a text2img training state (its current, not EMA, UNet and text encoder
 weights over the shipped folder): a quick check that a run is moving position.
+
+`--gates` prints how far the layout model's gated (GLIGEN) layers are open: tanh(alpha)
+of each layer's attention and dense gate, in the shipped layout UNet or, with `--state`,
+in a layout training state's EMA weights. Gates near 0 mean the boxes hardly reach the
+picture.
 
 `--why` measures what a position word needs on its way to the picture:
   1. at which noise levels the noisy latent still shows where the object is (if it does
@@ -223,6 +229,29 @@ class PipelinePictures:
                          height=BASE, width=BASE, generator=torch.Generator().manual_seed(seed)).images[0]
 
 
+def gate_openings(tensors: dict) -> dict:
+    """{"attention": [...], "dense": [...]}: tanh(alpha) of every gated layer's gates."""
+    import torch
+
+    return {kind: [float(torch.tanh(v.float())) for k, v in sorted(tensors.items())
+                   if k.endswith(f".alpha_{short}")]
+            for kind, short in (("attention", "attn"), ("dense", "dense"))}
+
+
+def print_gates(folder: str, state: str | None) -> None:
+    from safetensors.torch import load_file
+
+    if state:
+        tensors = {k[len("ema_unet."):]: v for k, v in load_file(state).items()
+                   if k.startswith("ema_unet.")}
+    else:
+        tensors = load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
+    for kind, values in gate_openings(tensors).items():
+        opening = np.abs(values)
+        print(f"{kind} gates ({len(values)} layers): largest {opening.max():.4f}, "
+              f"median {np.median(opening):.4f}")
+
+
 def why(pipe) -> None:
     ac = pipe.scheduler.alphas_cumprod
     print("1. Where the object is, read from the noisy latent by a matched filter "
@@ -253,15 +282,20 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=None, help="starter weights folder to probe")
     ap.add_argument("--why", action="store_true", help="measure why (see above) instead")
-    ap.add_argument("--state", default=None, help="a text2img training state to probe (see above)")
+    ap.add_argument("--state", default=None,
+                    help="a text2img (or, with --gates, layout) training state to probe (see above)")
+    ap.add_argument("--gates", action="store_true", help="print the layout model's gates instead")
     args = ap.parse_args(argv)
     import torch
 
     from .. import registry
 
-    torch.set_num_threads(args.threads)
     if args.weights:
         registry.STARTER_DIR = args.weights
+    if args.gates:
+        return print_gates(os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["layout_to_image"]),
+                           args.state)
+    torch.set_num_threads(args.threads)
     folder = os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["text_to_image"])
     if args.why:
         return why(text2img_pipeline(folder, args.state))

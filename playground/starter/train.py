@@ -452,6 +452,33 @@ class AttentionSupervision:
         return loss + self.weight * outside
 
 
+class GroundingSupervision:
+    """--grounding-loss (layout): the share of each box's attention, from the picture's
+    tokens in a gated layer, that comes from outside that box, times `weight`. The gates
+    start shut and pass the gated layers almost no gradient, so on the noise loss alone
+    they never learned where a box is (MODEL_CARD.md, "Position"); this teaches their
+    attention directly, whatever the gates are."""
+
+    def __init__(self, unet, weight: float, n_objects: int = 30):
+        self.weight = weight
+        self.recorder = attention_loss.record_grounding_attention(unet, n_objects) if weight else None
+        self.history: list[float] = []
+
+    def start_pass(self) -> None:
+        if self.recorder is not None:
+            self.recorder.records.clear()
+
+    def added_to(self, loss, step: int, gligen: dict):
+        if self.recorder is None:
+            return loss
+        boxes, valid = gligen["boxes"].cpu(), gligen["masks"].cpu()
+        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid)
+        self.history.append(outside.item())
+        if (step + 1) % 50 == 0:
+            log("layout", f"grounding attention outside the boxes {np.mean(self.history[-50:]):.3f}")
+        return loss + self.weight * outside
+
+
 def gligen_inputs(scenes, rng, tok, te, device, max_objs=30, p_drop=0.1):
     """Boxes, phrase embeddings and masks in the layout StableDiffusionGLIGENPipeline feeds the UNet."""
     b = len(scenes)
@@ -558,6 +585,7 @@ def train_layout(args, device):
         open_gates(loop, args.open_gates)
     rng = random.Random(3000 + loop.step)
     attention = AttentionSupervision("layout", unet, tok, args.attention_loss)
+    grounding = GroundingSupervision(unet, args.grounding_loss)
 
     def loss_fn(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
@@ -567,8 +595,10 @@ def train_layout(args, device):
             cond = te(tokens(tok, texts, device))[0]
             gligen = gligen_inputs(batch_scenes, rng, tok, te, device)
         attention.start_pass()
+        grounding.start_pass()
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond,
                               cross_attention_kwargs={"gligen": gligen})
+        loss = grounding.added_to(loss, step, gligen)
         return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
 
     loop.run(loss_fn)
@@ -876,6 +906,9 @@ def main(argv=None):
     ap.add_argument("--open-gates", type=float, default=0.0,
                     help="layout: once, at the start of this run, set every gate tanh(alpha) "
                          "of the gated layers to this value (0: leave them)")
+    ap.add_argument("--grounding-loss", type=float, default=0.0,
+                    help="layout: weight of the loss keeping each box's attention in the gated "
+                         "layers inside that box (see GroundingSupervision)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
     ap.add_argument("--device", default="auto")
