@@ -175,7 +175,7 @@ def test_binding_share_hides_one_object_of_a_crowded_scene():
     assert set(idx) - set(crowded)  # without it, one-object scenes come too
 
 
-def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_its_gates(tmp_path, monkeypatch):
+def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     monkeypatch.setattr(train, "RUNS", str(tmp_path))
@@ -205,3 +205,13 @@ def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_its_gat
     train.open_gates(loop, 0.1)
     gates = [p for n, p in layout.named_parameters() if n.endswith((".alpha_attn", ".alpha_dense"))]
     assert gates and all(torch.allclose(torch.tanh(g), torch.tensor(0.1)) for g in gates)
+
+    train.hold_gates(loop, 0.2)
+    layout(torch.randn(1, 4, 16, 16), 500, torch.randn(1, 16, layout.config.cross_attention_dim),
+           cross_attention_kwargs={"gligen": {"boxes": torch.rand(1, 30, 4), "masks": torch.ones(1, 30),
+                                              "positive_embeddings": torch.randn(1, 30, models.TEXT_WIDTH)}}
+           ).sample.square().mean().backward()
+    loop.opt.step()
+    assert all(torch.allclose(torch.tanh(g), torch.tensor(0.2)) and g.grad is None for g in gates)
+    assert loop.emas["unet"].shadow[[n for n, _ in layout.named_parameters() if n.endswith(".alpha_attn")][0]] \
+        == pytest.approx(float(np.arctanh(0.2)))

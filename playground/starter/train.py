@@ -560,6 +560,17 @@ def open_gates(loop, value: float) -> None:
     log("layout", f"gates opened to {value} at step {loop.step}")
 
 
+def hold_gates(loop, value: float) -> None:
+    """--hold-gates V: open every gate to tanh(alpha) = V and keep it there for this run.
+    Opened gates that may move shut again within a few hundred steps (MODEL_CARD.md,
+    "Layout on the newer base"); held open, the gated layers must learn to be of use."""
+    open_gates(loop, value)
+    for name, p in loop.modules["unet"].named_parameters():
+        if name.endswith((".alpha_attn", ".alpha_dense")):
+            p.requires_grad_(False)
+    log("layout", f"gates held at {value} for this run")
+
+
 def train_layout(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
@@ -583,6 +594,8 @@ def train_layout(args, device):
         base_from_text2img(loop, gated)
     if args.open_gates:
         open_gates(loop, args.open_gates)
+    if args.hold_gates:
+        hold_gates(loop, args.hold_gates)
     rng = random.Random(3000 + loop.step)
     attention = AttentionSupervision("layout", unet, tok, args.attention_loss)
     grounding = GroundingSupervision(unet, args.grounding_loss)
@@ -909,6 +922,9 @@ def main(argv=None):
     ap.add_argument("--grounding-loss", type=float, default=0.0,
                     help="layout: weight of the loss keeping each box's attention in the gated "
                          "layers inside that box (see GroundingSupervision)")
+    ap.add_argument("--hold-gates", type=float, default=0.0,
+                    help="layout: set every gate tanh(alpha) to this value and keep it fixed "
+                         "for this run (0: the gates learn)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
     ap.add_argument("--device", default="auto")
