@@ -126,8 +126,11 @@ def test_a_named_background_is_hinted_outside_the_placed_cells(starter):
 
 
 def test_a_named_background_comes_out_in_its_colour_with_colour_hints(starter, judge):
-    """Placed objects on a named background: the stock model often keeps white (model card,
-    Figures); the background hint paints the asked colour."""
+    """Placed objects on a named background come out in the asked colour with the hint on.
+    Since text2img step 26,675 the model gets 3 of these 4 right without the hint too (the
+    green one fails either way), so this checks the hint costs nothing here; its gain is in
+    the model card's Figures (placed: background 0.91, placed + colour hints: 0.99, on 100
+    held-out prompts)."""
     prompts = ["a small red circle in the top left on a blue background",
                "a big yellow square in the bottom right on a green background",
                "a green triangle on the left on a black background",
@@ -139,7 +142,7 @@ def test_a_named_background_comes_out_in_its_colour_with_colour_hints(starter, j
                                           colour_hints=hints)
             right[hints] += judge.read(image)["background"] == prompt.split()[-2]
     assert right[True] >= 3, right
-    assert right[True] >= right[False] + 1, right
+    assert right[True] >= right[False], right
 
 
 def test_a_red_square_steered_to_the_top_left_stays_red_with_colour_hints(starter, judge):
