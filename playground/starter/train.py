@@ -426,60 +426,69 @@ def train_text2img(args, device):
     loop.run(loss_fn)
 
 
-class AttentionSupervision:
-    """--attention-loss: beside the noise loss, the share of each object's words'
-    cross-attention that falls outside its box (attention_loss.py), times `weight`.
-    Inpainting trains with it too, meant to help the model tell which of the caption's
-    objects the mask hides; it barely did (MODEL_CARD.md, "Attention on the boxes")."""
+class BoxSupervision:
+    """Beside the noise loss, `weight` times the share of some attention that falls outside
+    the boxes it belongs in (attention_loss.outside_box_loss), read by a recorder set on the
+    UNet's attention layers for the forward pass (none when `weight` is 0)."""
 
-    def __init__(self, task: str, unet, tok, weight: float):
-        self.task, self.tok, self.weight = task, tok, weight
-        self.recorder = attention_loss.record_cross_attention(unet) if weight else None
+    label = "attention outside the boxes"
+
+    def __init__(self, task: str, recorder, weight: float):
+        self.task, self.recorder, self.weight = task, recorder, weight
         self.history: list[float] = []
 
     def start_pass(self) -> None:
         if self.recorder is not None:
             self.recorder.records.clear()
+
+    def weighted(self, loss, step: int, boxes, valid):
+        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid)
+        self.history.append(outside.item())
+        if (step + 1) % 50 == 0:
+            log(self.task, f"{self.label} {np.mean(self.history[-50:]):.3f}")
+        return loss + self.weight * outside
+
+
+class AttentionSupervision(BoxSupervision):
+    """--attention-loss: the share of each object's words' cross-attention that falls
+    outside its box (attention_loss.py). Inpainting trains with it too, meant to help the
+    model tell which of the caption's objects the mask hides; it barely did (MODEL_CARD.md,
+    "Attention on the boxes")."""
+
+    def __init__(self, task: str, unet, tok, weight: float):
+        super().__init__(task, attention_loss.record_cross_attention(unet) if weight else None, weight)
+        self.tok = tok
 
     def added_to(self, loss, step: int, texts, scenes, n_tokens: int):
         if self.recorder is None:
             return loss
         boxes, valid = attention_loss.token_targets(self.tok, texts, scenes, n_tokens)
-        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid)
-        self.history.append(outside.item())
-        if (step + 1) % 50 == 0:
-            log(self.task, f"attention outside the boxes {np.mean(self.history[-50:]):.3f}")
-        return loss + self.weight * outside
+        return self.weighted(loss, step, boxes, valid)
 
 
-class GroundingSupervision:
+MAX_OBJECTS = 30  # box slots the layout pipeline feeds the UNet (diffusers' GLIGEN default)
+
+
+class GroundingSupervision(BoxSupervision):
     """--grounding-loss (layout): the share of each box's attention, from the picture's
-    tokens in a gated layer, that comes from outside that box, times `weight`. The gates
-    start shut and pass the gated layers almost no gradient, so on the noise loss alone
-    they never learned where a box is (MODEL_CARD.md, "Position"); this teaches their
-    attention directly, whatever the gates are."""
+    tokens in a gated layer, that comes from outside that box. The gates start shut and
+    pass the gated layers almost no gradient, so on the noise loss alone they never learned
+    where a box is (MODEL_CARD.md, "Position"); this teaches their attention directly,
+    whatever the gates are."""
 
-    def __init__(self, unet, weight: float, n_objects: int = 30):
-        self.weight = weight
-        self.recorder = attention_loss.record_grounding_attention(unet, n_objects) if weight else None
-        self.history: list[float] = []
+    label = "grounding attention outside the boxes"
 
-    def start_pass(self) -> None:
-        if self.recorder is not None:
-            self.recorder.records.clear()
+    def __init__(self, unet, weight: float):
+        recorder = attention_loss.record_grounding_attention(unet, MAX_OBJECTS) if weight else None
+        super().__init__("layout", recorder, weight)
 
     def added_to(self, loss, step: int, gligen: dict):
         if self.recorder is None:
             return loss
-        boxes, valid = gligen["boxes"].cpu(), gligen["masks"].cpu()
-        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid)
-        self.history.append(outside.item())
-        if (step + 1) % 50 == 0:
-            log("layout", f"grounding attention outside the boxes {np.mean(self.history[-50:]):.3f}")
-        return loss + self.weight * outside
+        return self.weighted(loss, step, gligen["boxes"].cpu(), gligen["masks"].cpu())
 
 
-def gligen_inputs(scenes, rng, tok, te, device, max_objs=30, p_drop=0.1):
+def gligen_inputs(scenes, rng, tok, te, device, max_objs=MAX_OBJECTS, p_drop=0.1):
     """Boxes, phrase embeddings and masks in the layout StableDiffusionGLIGENPipeline feeds the UNet."""
     b = len(scenes)
     boxes = torch.zeros(b, max_objs, 4)
@@ -545,6 +554,9 @@ def base_from_text2img(loop, gated) -> None:
     log("layout", f"{taken} base tensors taken from text2img's EMA at step {loop.step}")
 
 
+GATES = (".alpha_attn", ".alpha_dense")  # the gated layers' gates, tanh(alpha) each
+
+
 def open_gates(loop, value: float) -> None:
     """--open-gates V: set every gated layer's gate to tanh(alpha) = V, in the model and
     its EMA. Closed gates pass the gated layers almost no gradient (their output is
@@ -553,7 +565,7 @@ def open_gates(loop, value: float) -> None:
     alpha = math.atanh(value)
     with torch.no_grad():
         for name, p in unet.named_parameters():
-            if name.endswith((".alpha_attn", ".alpha_dense")):
+            if name.endswith(GATES):
                 p.fill_(alpha)
                 ema.shadow[name].fill_(alpha)
                 loop.opt.state.pop(p, None)
@@ -562,11 +574,12 @@ def open_gates(loop, value: float) -> None:
 
 def hold_gates(loop, value: float) -> None:
     """--hold-gates V: open every gate to tanh(alpha) = V and keep it there for this run.
-    Opened gates that may move shut again within a few hundred steps (MODEL_CARD.md,
-    "Layout on the newer base"); held open, the gated layers must learn to be of use."""
+    Opened gates that are free to move shut again within a few hundred steps
+    (MODEL_CARD.md, "Layout on the newer base"); held open, the gated layers must learn to
+    be of use."""
     open_gates(loop, value)
     for name, p in loop.modules["unet"].named_parameters():
-        if name.endswith((".alpha_attn", ".alpha_dense")):
+        if name.endswith(GATES):
             p.requires_grad_(False)
     log("layout", f"gates held at {value} for this run")
 
