@@ -127,11 +127,11 @@ def test_a_named_background_is_hinted_outside_the_placed_cells(starter):
 
 def test_a_named_background_comes_out_in_its_colour_with_colour_hints(starter, judge):
     """Placed objects on a named background come out in the asked colour with the hint on
-    (at least 3 of these 4). Since text2img step 34,206 the model gets all 4 right without
-    the hint, and with it the green background comes out black for 3 of 4 seeds (model
-    card, Known failure cases), so the two are not compared here; the hint's gain over
-    100 held-out prompts is in the card's Figures (placed: background 0.96, placed +
-    colour hints: 1.00)."""
+    (at least 3 of these 4). The model gets most of them right without the hint too, and
+    at step 34,206 the hint turned the green one black for 3 of 4 seeds (model card, Known
+    failure cases), so the two are not compared here; the hint's gain over 100 held-out
+    prompts is in the card's Figures (placed: background 0.96, placed + colour hints:
+    1.00)."""
     prompts = ["a small red circle in the top left on a blue background",
                "a big yellow square in the bottom right on a green background",
                "a green triangle on the left on a black background",
@@ -148,7 +148,7 @@ def test_a_red_square_steered_to_the_top_left_stays_red_with_colour_hints(starte
     text2img step 21,536 (2 of 4 seeds red without it, model card, Position); since step
     34,206 it stays red either way (4 of 4), so this checks that the hint keeps it red.
     The hint's gain over 100 held-out prompts is in the card's Figures (placed: colour
-    0.88, placed + colour hints: 0.92)."""
+    0.86, placed + colour hints: 0.92, at step 43,326)."""
     red = 0
     for seed in range(4):
         image = starter.text_to_image("a red square in the top left", seed=seed,
