@@ -3,6 +3,7 @@ even when it regroups its parameters (the layout run gives its gated layers thei
 from __future__ import annotations
 
 import argparse
+import random
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from playground.starter import models, train
+from playground.starter.world import random_scene, render
 
 
 def two_layers():
@@ -63,6 +65,34 @@ def test_states_saved_by_position_still_load(tmp_path):
     assert train.load_state(path, {"m": again}, {}, opt2) == 3
     for (name, p), (_, saved) in zip(again.named_parameters(), model.named_parameters()):
         assert torch.equal(opt2.state[p]["exp_avg_sq"], opt.state[saved]["exp_avg_sq"]), name
+
+
+@pytest.mark.filterwarnings("ignore:.*meta parameter")
+def test_a_resumed_ema_lives_on_its_models_device(tmp_path):
+    """On a GPU the model is moved before its state loads; the EMA must follow it there
+    (it stayed on the CPU once, and the first EMA update failed)."""
+    path = str(tmp_path / "state.safetensors")
+    model = two_layers()
+    train.save_state(path, {"m": model}, {"m": train.Ema(model, 0.9)},
+                     torch.optim.AdamW(model.parameters()), step=2)
+
+    again = two_layers().to("meta")  # a device other than the CPU the state was saved from
+    ema = train.Ema(again, 0.9)
+    train.load_state(path, {"m": again}, {"m": ema}, torch.optim.AdamW(again.parameters()))
+    assert {v.device.type for v in ema.shadow.values()} == {"meta"}
+    ema.update(again, 3)
+
+
+def test_a_large_cache_is_drawn_in_parallel_in_order():
+    rng = random.Random(5)
+    chunks = [[random_scene(rng) for _ in range(n)] for n in (4, 4, 3)]
+    parallel = list(train.rendered_chunks(chunks, 32, parallel_above=0))
+    assert [len(p) for p in parallel] == [4, 4, 3]
+    for drawn, chunk in zip(parallel, chunks):
+        for pixels, scene in zip(drawn, chunk):
+            assert np.array_equal(pixels, np.asarray(render(scene, 32)))
+    as_tensor = train.pixels_to_tensor(parallel[0])
+    assert torch.equal(as_tensor[0], train.to_tensor(render(chunks[0][0], 32)))
 
 
 def test_x0_weight_floor_raises_only_the_high_noise_weights():

@@ -96,7 +96,8 @@ def load_state(path: str, modules: dict, emas: dict, opt) -> int:
         m.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
     for name, e in emas.items():
         pre = f"ema_{name}."
-        e.shadow = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        device = next(modules[name].parameters()).device
+        e.shadow = {k[len(pre):]: v.to(device) for k, v in tensors.items() if k.startswith(pre)}
     # states saved before moments had names keep them by position among the trained
     # parameters in module order (the single group those runs used)
     trained = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -185,7 +186,11 @@ class Loop:
 def device_of(args) -> torch.device:
     if args.device != "auto":
         return torch.device(args.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 matrix products
+    torch.backends.cudnn.allow_tf32 = True
+    return torch.device("cuda")
 
 
 # ---------------------------------------------------------------- shared parts
@@ -242,10 +247,10 @@ def scene_cache(name: str, n: int, size: int, vae, seed: int):
     rng = random.Random(seed)
     scenes = [random_scene(rng) for _ in range(n)]
     lat = []
-    for i in range(0, n, 256):
-        imgs = torch.stack([to_tensor(render(s, size)) for s in scenes[i:i + 256]])
-        lat.append(encode_latents(vae, imgs))
-        print(f"cache {name}: {i + len(imgs)}/{n}", flush=True)
+    chunks = [scenes[i:i + 256] for i in range(0, n, 256)]
+    for i, pixels in enumerate(rendered_chunks(chunks, size)):
+        lat.append(encode_latents(vae, pixels_to_tensor(pixels)))
+        print(f"cache {name}: {min(n, (i + 1) * 256)}/{n}", flush=True)
     lat = torch.cat(lat)
     save_file({"latents": lat.half()}, path)
     with open(path + ".json", "w") as f:
@@ -253,6 +258,28 @@ def scene_cache(name: str, n: int, size: int, vae, seed: int):
                                                                "box": list(o.box)} for o in s.objects]}
                    for s in scenes], f)
     return scenes, lat
+
+
+def render_chunk(scenes: list[Scene], size: int) -> np.ndarray:
+    return np.stack([np.asarray(render(s, size)) for s in scenes])
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], as to_tensor does one picture."""
+    return torch.from_numpy(pixels).float().div(127.5).sub(1).permute(0, 3, 1, 2).contiguous()
+
+
+def rendered_chunks(chunks: list[list[Scene]], size: int, parallel_above: int = 20000):
+    """Each chunk of scenes drawn at `size` px (uint8, N x H x W x 3), in order. More than
+    `parallel_above` scenes (a GPU run's cache) are drawn by one worker process per core."""
+    if sum(map(len, chunks)) <= parallel_above:
+        yield from (render_chunk(c, size) for c in chunks)
+        return
+    import functools
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool() as pool:
+        yield from pool.imap(functools.partial(render_chunk, size=size), chunks)
 
 
 def min_snr_weight(sched, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
