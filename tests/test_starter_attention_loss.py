@@ -100,13 +100,13 @@ def test_training_adds_the_weighted_outside_share_and_it_reaches_the_unet(tokeni
     cond = torch.randn(2, 16, 32)
     sample = torch.randn(2, unet.config.in_channels, 8, 8)
 
-    assert AttentionSupervision(kind, unet, tokenizer, 0.0).added_to(
-        torch.tensor(1.0), 0, texts, scenes, 16) == 1.0
+    off = AttentionSupervision(kind, unet, tokenizer, 0.0)
+    assert off.added_to(torch.tensor(1.0), 0, off.targets(texts, scenes, 16)) == 1.0
 
     supervised = AttentionSupervision(kind, unet, tokenizer, 0.5)
     supervised.start_pass()
     unet(sample, 10, encoder_hidden_states=cond)
-    total = supervised.added_to(torch.tensor(0.0), 0, texts, scenes, 16)
+    total = supervised.added_to(torch.tensor(0.0), 0, supervised.targets(texts, scenes, 16))
     assert 0 < supervised.history[-1] < 1
     assert total.item() == pytest.approx(0.5 * supervised.history[-1])
     total.backward()

@@ -95,6 +95,27 @@ def test_a_large_cache_is_drawn_in_parallel_in_order():
     assert torch.equal(as_tensor[0], train.to_tensor(render(chunks[0][0], 32)))
 
 
+@pytest.mark.parametrize("depth", [0, 3])
+def test_prefetched_batches_are_the_ones_made_in_line(depth):
+    rng = random.Random(7)
+    batches = train.Prefetch(lambda step: (step, rng.random()), first=5, depth=depth)
+    made = [batches() for _ in range(6)]
+    again = random.Random(7)
+    assert made == [(5 + i, again.random()) for i in range(6)]
+
+
+def test_a_failed_batch_is_raised_in_the_training_loop():
+    def make(step):
+        if step == 2:
+            raise ValueError("bad scene")
+        return step
+
+    batches = train.Prefetch(make, first=0, depth=2)
+    assert [batches(), batches()] == [0, 1]
+    with pytest.raises(ValueError, match="bad scene"):
+        batches()
+
+
 def test_x0_weight_floor_raises_only_the_high_noise_weights():
     sched = models.build_scheduler()
     t = torch.arange(0, 1000, 37)

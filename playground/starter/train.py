@@ -20,8 +20,10 @@ import argparse
 import json
 import math
 import os
+import queue
 import random
 import signal
+import threading
 import time
 
 import numpy as np
@@ -181,6 +183,41 @@ class Loop:
 
     def save(self):
         save_state(self.path, self.modules, self.emas, self.opt, self.step, self.extra)
+
+
+class Prefetch:
+    """`make(step)` for step = first, first + 1, ... in a background thread, up to `depth`
+    batches ahead; calling the Prefetch returns them in order (depth 0: made on the call).
+    A batch's data side (captions, tokens, each sample's attention targets, renders) is
+    Python on the CPU; made ahead, it runs while the model computes. Made in line, it
+    kept an H200 busy only about a third of the time (MODEL_CARD.md, "on a GPU"). Only
+    the thread uses the random generator `make` draws from, so the batches are the same
+    either way."""
+
+    def __init__(self, make, first: int, depth: int):
+        self.make, self.step, self.depth = make, first, depth
+        if depth:
+            self.ready = queue.Queue(maxsize=depth)
+            threading.Thread(target=self._fill, daemon=True).start()
+
+    def _fill(self):
+        while True:
+            try:
+                batch = self.make(self.step)
+            except Exception as error:  # raised again in the training loop
+                self.ready.put(error)
+                return
+            self.ready.put(batch)
+            self.step += 1
+
+    def __call__(self):
+        if not self.depth:
+            self.step += 1
+            return self.make(self.step - 1)
+        batch = self.ready.get()
+        if isinstance(batch, Exception):
+            raise batch
+        return batch
 
 
 def device_of(args) -> torch.device:
@@ -441,14 +478,20 @@ def train_text2img(args, device):
 
     attention = AttentionSupervision("text2img", unet, tok, args.attention_loss)
 
-    def loss_fn(step):
+    def make_batch(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
         batch_scenes = [scenes[i] for i in idx]
         texts = captions_for(batch_scenes, rng)
-        cond = te(tokens(tok, texts, device))[0]
+        return idx, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
+
+    batches = Prefetch(make_batch, loop.step, args.prefetch)
+
+    def loss_fn(step):
+        idx, ids, targets = batches()
+        cond = te(ids.to(device))[0]
         attention.start_pass()
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond)
-        return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
+        return attention.added_to(loss, step, targets)
 
     loop.run(loss_fn)
 
@@ -486,11 +529,16 @@ class AttentionSupervision(BoxSupervision):
         super().__init__(task, attention_loss.record_cross_attention(unet) if weight else None, weight)
         self.tok = tok
 
-    def added_to(self, loss, step: int, texts, scenes, n_tokens: int):
+    def targets(self, texts, scenes, n_tokens: int = models.MAX_TOKENS):
+        """(boxes, valid) for each caption's tokens (None when the loss is off)."""
+        if self.recorder is None:
+            return None
+        return attention_loss.token_targets(self.tok, texts, scenes, n_tokens)
+
+    def added_to(self, loss, step: int, targets):
         if self.recorder is None:
             return loss
-        boxes, valid = attention_loss.token_targets(self.tok, texts, scenes, n_tokens)
-        return self.weighted(loss, step, boxes, valid)
+        return self.weighted(loss, step, *targets)
 
 
 MAX_OBJECTS = 30  # box slots the layout pipeline feeds the UNet (diffusers' GLIGEN default)
@@ -515,8 +563,9 @@ class GroundingSupervision(BoxSupervision):
         return self.weighted(loss, step, gligen["boxes"].cpu(), gligen["masks"].cpu())
 
 
-def gligen_inputs(scenes, rng, tok, te, device, max_objs=MAX_OBJECTS, p_drop=0.1):
-    """Boxes, phrase embeddings and masks in the layout StableDiffusionGLIGENPipeline feeds the UNet."""
+def gligen_boxes(scenes, rng, tok, max_objs=MAX_OBJECTS, p_drop=0.1):
+    """The CPU side of gligen_inputs: boxes, masks, each sample's phrase count and the
+    phrases' token ids (None when every sample dropped its boxes)."""
     b = len(scenes)
     boxes = torch.zeros(b, max_objs, 4)
     masks = torch.zeros(b, max_objs)
@@ -529,14 +578,21 @@ def gligen_inputs(scenes, rng, tok, te, device, max_objs=MAX_OBJECTS, p_drop=0.1
             masks[i, j] = 1
             phrases[i].append(layout_phrase(o, rng))
     flat = [p for ps in phrases for p in ps]
-    emb = torch.zeros(b, max_objs, te.config.hidden_size, device=device)
-    if flat:
-        ids = tok(flat, padding=True, return_tensors="pt").input_ids.to(device)
-        pooled = te(ids).pooler_output
+    ids = tok(flat, padding=True, return_tensors="pt").input_ids if flat else None
+    return boxes, masks, [len(ps) for ps in phrases], ids
+
+
+def gligen_inputs(parts, te, device):
+    """Boxes, phrase embeddings and masks in the layout StableDiffusionGLIGENPipeline feeds
+    the UNet, from gligen_boxes' parts."""
+    boxes, masks, counts, ids = parts
+    emb = torch.zeros(*masks.shape, te.config.hidden_size, device=device)
+    if ids is not None:
+        pooled = te(ids.to(device)).pooler_output
         k = 0
-        for i, ps in enumerate(phrases):
-            emb[i, :len(ps)] = pooled[k:k + len(ps)]
-            k += len(ps)
+        for i, n in enumerate(counts):
+            emb[i, :n] = pooled[k:k + n]
+            k += n
     return {"boxes": boxes.to(device), "positive_embeddings": emb, "masks": masks.to(device)}
 
 
@@ -640,19 +696,26 @@ def train_layout(args, device):
     attention = AttentionSupervision("layout", unet, tok, args.attention_loss)
     grounding = GroundingSupervision(unet, args.grounding_loss)
 
-    def loss_fn(step):
+    def make_batch(step):
         idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
         batch_scenes = [scenes[i] for i in idx]
         texts = captions_for(batch_scenes, rng, p_empty=0.3)
+        return (idx, tokens(tok, texts, "cpu"), gligen_boxes(batch_scenes, rng, tok),
+                attention.targets(texts, batch_scenes))
+
+    batches = Prefetch(make_batch, loop.step, args.prefetch)
+
+    def loss_fn(step):
+        idx, ids, boxes, targets = batches()
         with torch.no_grad():
-            cond = te(tokens(tok, texts, device))[0]
-            gligen = gligen_inputs(batch_scenes, rng, tok, te, device)
+            cond = te(ids.to(device))[0]
+            gligen = gligen_inputs(boxes, te, device)
         attention.start_pass()
         grounding.start_pass()
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond,
                               cross_attention_kwargs={"gligen": gligen})
         loss = grounding.added_to(loss, step, gligen)
-        return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
+        return attention.added_to(loss, step, targets)
 
     loop.run(loss_fn)
 
@@ -705,19 +768,25 @@ def train_inpaint(args, device):
     attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
 
-    def loss_fn(step):
+    def make_batch(step):
         idx, masks = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share)
         batch_scenes = [scenes[i] for i in idx]
-        images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes]).to(device)
-        masks = masks.to(device)
+        images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes])
         texts = captions_for(batch_scenes, rng)
+        return idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
+
+    batches = Prefetch(make_batch, loop.step, args.prefetch)
+
+    def loss_fn(step):
+        idx, masks, images, ids, targets = batches()
+        images, masks = images.to(device), masks.to(device)
         with torch.no_grad():
-            cond = te(tokens(tok, texts, device))[0]
+            cond = te(ids.to(device))[0]
             masked = encode_latents(vae, images * (masks < 0.5)).to(device)
         small = F.interpolate(masks, size=lat.shape[-2:])
         attention.start_pass()
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
-        return attention.added_to(loss, step, texts, batch_scenes, cond.shape[1])
+        return attention.added_to(loss, step, targets)
 
     loop.run(loss_fn)
 
@@ -967,6 +1036,9 @@ def main(argv=None):
                          "for this run (0: the gates learn)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
+    ap.add_argument("--prefetch", type=int, default=4,
+                    help="batches made ahead in a background thread (0: each made in line; "
+                         "the batches are the same either way)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
