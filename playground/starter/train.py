@@ -17,8 +17,10 @@ of runs/<task>/ without touching the main run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import multiprocessing
 import os
 import queue
 import random
@@ -312,9 +314,6 @@ def rendered_chunks(chunks: list[list[Scene]], size: int, parallel_above: int = 
     if sum(map(len, chunks)) <= parallel_above:
         yield from (render_chunk(c, size) for c in chunks)
         return
-    import functools
-    import multiprocessing
-
     with multiprocessing.get_context("fork").Pool() as pool:
         yield from pool.imap(functools.partial(render_chunk, size=size), chunks)
 
@@ -771,7 +770,7 @@ def train_inpaint(args, device):
     def make_batch(step):
         idx, masks = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share)
         batch_scenes = [scenes[i] for i in idx]
-        images = torch.stack([to_tensor(render(s, 64)) for s in batch_scenes])
+        images = pixels_to_tensor(render_chunk(batch_scenes, 64))
         texts = captions_for(batch_scenes, rng)
         return idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
 
