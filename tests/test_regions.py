@@ -10,6 +10,7 @@ from remade import BOXES, CAPTION, PHRASES, pixels, remade_by_show_code
 
 from playground import BadInput, settings_of
 from playground.share.recipe import reproduce, restorable
+from playground.starter.captions import with_article
 from playground.tasks.regions import region_weights
 
 
@@ -22,6 +23,14 @@ def test_each_latent_pixel_is_shared_out_whole_and_the_smallest_box_wins():
     assert weights[0, 2:].eq(1).all()  # below both boxes: the caption
     half = region_weights([[0.0, 0.0, 0.125, 1.0]], 4, 4).view(2, 4, 4)
     assert torch.allclose(half[:, :, 0], torch.full((2, 4), 0.5))  # half a pixel covered
+
+
+def test_each_phrase_is_read_as_an_object_phrase_with_its_article():
+    assert with_article("orange circle") == "an orange circle"
+    assert with_article("big orange circle") == "a big orange circle"
+    assert with_article("red square") == "a red square"
+    assert with_article("the blue disc") == "the blue disc"
+    assert with_article("a orange circle") == "a orange circle"  # as the user wrote it
 
 
 def test_regions_that_all_read_the_caption_change_nothing(starter):

@@ -178,6 +178,20 @@ def test_left_out_attributes_parse_as_none():
             assert asked["shape"] is not None
 
 
+def test_articles_follow_english_an_orange_object_and_background():
+    rng = random.Random(7)
+    orange = Obj("orange", "circle", (0.35, 0.35, 0.7, 0.7))
+    red = Obj("red", "square", (0.05, 0.05, 0.25, 0.25))
+    assert caption(Scene("white", [orange]), rng, drop=0.0).startswith("a medium orange")
+    bare = caption(Scene("white", [orange]), random.Random(1), drop=1.0)
+    assert bare.startswith(("a circle", "a disc")), bare
+    texts = [caption(Scene("blue", [orange, red]), rng) for _ in range(300)]
+    with_an = [t for t in texts if "an orange circle" in t or "an orange disc" in t]
+    assert with_an and not any(" a orange" in t or t.startswith("a orange") for t in texts)
+    for text in with_an:
+        assert parse(text)["objects"][0]["colour"] == "orange", text
+
+
 def test_parse_reads_synonyms():
     got = parse("a big red disc in the middle on a blue background")
     assert got == {"objects": [{"size": "large", "colour": "red", "shape": "circle", "cell": "centre"}],

@@ -28,16 +28,33 @@ def _cell_phrase(rng: random.Random, cell: str) -> str:
 
 def object_phrase(rng: random.Random, obj, keep=("size", "colour", "cell"),
                   with_cell: bool = True, article: bool = True) -> str:
-    """`a [size] [colour] shape [cell phrase]`; attributes outside `keep` are left out."""
-    words = ["a"] if article else []
+    """`a [size] [colour] shape [cell phrase]` ("an" before "orange"); attributes outside
+    `keep` are left out."""
+    words = []
     if "size" in keep:
         words.append(rng.choice(SIZE_WORDS[obj.size]))
     if "colour" in keep:
         words.append(obj.colour)
     words.append(rng.choice(SHAPE_WORDS[obj.shape]))
+    if article:
+        words.insert(0, indefinite_article(words[0]))
     if with_cell and "cell" in keep:
         words.append(_cell_phrase(rng, obj.cell))
     return " ".join(words)
+
+
+def indefinite_article(word: str) -> str:
+    """"an" before a vowel ("an orange"), "a" otherwise; the world has no vowel-sound
+    exceptions ("a one", "an hour") among its words."""
+    return "an" if word[:1].lower() in "aeiou" and word else "a"
+
+
+def with_article(phrase: str) -> str:
+    """A phrase as an object phrase of a caption: "orange circle" -> "an orange circle";
+    a phrase that has its article already is kept as written."""
+    if phrase.split()[:1] in (["a"], ["an"], ["the"], ["one"]):
+        return phrase
+    return f"{indefinite_article(phrase)} {phrase}"
 
 
 def _relation(rng: random.Random, a, b) -> str | None:
@@ -55,7 +72,7 @@ def _relation(rng: random.Random, a, b) -> str | None:
 
 
 def _background_phrase(rng: random.Random, colour: str) -> str:
-    article = "an" if colour[0] in "aeiou" else "a"
+    article = indefinite_article(colour)
     return rng.choice([f"on {article} {colour} background", f"with {article} {colour} background"])
 
 
@@ -135,5 +152,5 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-__all__ = ["caption", "parse", "object_phrase", "layout_phrase", "vocabulary",
+__all__ = ["caption", "parse", "object_phrase", "with_article", "layout_phrase", "vocabulary",
            "SIZE_NAMES", "SHAPES", "COLOURS", "RELATIONS"]

@@ -29,6 +29,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..starter.attention_loss import AttentionRecords, outside_box_loss
+from ..starter.captions import with_article
 from ..starter.world import CELLS, cell_bounds
 
 NOTHING_TO_PLACE = ("place objects: the prompt names no object with a position (e.g. \"a red "
@@ -174,8 +175,7 @@ def boxed_phrases(tokenizer, phrases: list[str], boxes: list) -> tuple[str, list
     text, found = "", []
     for phrase, box in zip(phrases, boxes):
         start = "" if not text else text + " and "
-        has_article = phrase.split()[:1] in (["a"], ["an"], ["the"], ["one"])
-        text = start + ("" if has_article else "a ") + phrase
+        text = start + with_article(phrase)
         before = len(prompt_tokens(tokenizer, start))
         tokens = prompt_tokens(tokenizer, text)
         own = [(i + 1, _plain(t)) for i, t in enumerate(tokens) if i >= before]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..starter.attention_loss import box_coverage
+from ..starter.captions import with_article
 
 NO_CELL_REGIONS = ("regional prompts: the prompt names no object with a position (e.g. \"a red "
                    "circle in the top left\"), so the whole picture read the prompt")
@@ -114,7 +115,7 @@ def regional_unet(pipe, caption: str, phrases: list[str], boxes: list, height: i
                   width: int, guided: bool, warnings: list | None = None):
     """A copy of `pipe.unet` (sharing its weights) whose cross-attention layers cut the
     conditioning by region; hand it to the pipeline as `pipe.unet`. Phrases are encoded
-    as "a <phrase>" unless they start with an article. Returns `pipe.unet` itself (and a
+    as "a <phrase>" ("an orange circle") unless they start with an article. Returns `pipe.unet` itself (and a
     warning) when the UNet has no cross-attention to cut."""
     from ..teach.attention import unet_sharing_weights
 
@@ -124,8 +125,7 @@ def regional_unet(pipe, caption: str, phrases: list[str], boxes: list, height: i
             warnings.append(NO_REGIONS)
         return pipe.unet
     device = pipe.unet.device
-    texts = [caption] + [phrase if phrase.split()[:1] in (["a"], ["an"], ["the"], ["one"])
-                         else "a " + phrase for phrase in phrases]
+    texts = [caption] + [with_article(phrase) for phrase in phrases]
     with torch.no_grad():
         embeddings = [pipe.encode_prompt(text, device, 1, False)[0] for text in texts]
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
