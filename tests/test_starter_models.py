@@ -113,6 +113,31 @@ def test_text_to_image_gets_the_colour_right():
     assert len(right) >= COLOUR_PROMPTS_RIGHT, found
 
 
+# "an orange <shape>": until the grammar wrote "an" before "orange" in object phrases the
+# models read it as an orange background (MODEL_CARD.md, Known failure cases)
+ORANGE_PROMPTS = ("an orange circle", "an orange square", "an orange triangle")
+ORANGE_RIGHT = 9  # of 12; measured 11 at text2img step 48622, 1 at 43993 (before the grammar fix)
+
+
+@pytest.mark.skipif(trained_steps("text2img") < TRAINED_MIN_STEPS, reason="placeholder weights")
+def test_text_to_image_reads_an_orange_object_as_the_object():
+    """An orange object on a white background, by its pixels: orange covers most of what is
+    not white, and the corners are white."""
+    from playground.starter.world import PALETTE
+
+    pipe, found = load("text2img"), {}
+    for prompt in ORANGE_PROMPTS:
+        for seed in COLOUR_SEEDS:
+            image = pipe(prompt, height=64, width=64, num_inference_steps=evaluate.STEPS,
+                         guidance_scale=evaluate.default_guidance("text2img"),
+                         generator=torch.Generator().manual_seed(seed)).images[0]
+            corners = np.asarray(image, dtype=np.float32)[[1, 1, -2, -2], [1, -2, 1, -2]]
+            white = np.abs(corners - PALETTE["white"]).max() < 40
+            found[prompt, seed] = (dominant_colour(image, ignore="white"), bool(white))
+    right = [key for key, got in found.items() if got == ("orange", True)]
+    assert len(right) >= ORANGE_RIGHT, found
+
+
 def render_batch(n=4):
     import random
     from playground.starter.world import random_scene, render
