@@ -46,7 +46,7 @@ def object_phrase(rng: random.Random, obj, keep=("size", "colour", "cell"),
 def indefinite_article(word: str) -> str:
     """"an" before a vowel ("an orange"), "a" otherwise; the world has no vowel-sound
     exceptions ("a one", "an hour") among its words."""
-    return "an" if word[:1].lower() in "aeiou" and word else "a"
+    return "an" if word[:1].lower() in ("a", "e", "i", "o", "u") else "a"
 
 
 def with_article(phrase: str) -> str:

@@ -115,8 +115,8 @@ def regional_unet(pipe, caption: str, phrases: list[str], boxes: list, height: i
                   width: int, guided: bool, warnings: list | None = None):
     """A copy of `pipe.unet` (sharing its weights) whose cross-attention layers cut the
     conditioning by region; hand it to the pipeline as `pipe.unet`. Phrases are encoded
-    as "a <phrase>" ("an orange circle") unless they start with an article. Returns `pipe.unet` itself (and a
-    warning) when the UNet has no cross-attention to cut."""
+    with an article ("a red circle", "an orange circle") unless they have one. Returns
+    `pipe.unet` itself (and a warning) when the UNet has no cross-attention to cut."""
     from ..teach.attention import unet_sharing_weights
 
     names = [name for name in pipe.unet.attn_processors if name.endswith("attn2.processor")]
