@@ -226,6 +226,33 @@ def test_binding_share_hides_one_object_of_a_crowded_scene():
     assert set(idx) - set(crowded)  # without it, one-object scenes come too
 
 
+def test_article_share_captions_an_orange_object_on_a_stated_background():
+    import random
+
+    from playground.starter.captions import parse
+    from playground.starter.train import an_object_and_a_background, captions_for, text2img_batch
+    from playground.starter.world import random_scene
+
+    rng = random.Random(5)
+    scenes = [random_scene(rng) for _ in range(300)]
+    orange = [i for i, s in enumerate(scenes) if any(o.colour == "orange" for o in s.objects)]
+    idx, texts = text2img_batch(random.Random(6), scenes, 64, orange, article_share=1.0)
+    assert set(idx) <= set(orange)
+    for i, text in zip(idx, texts):
+        read = parse(text)
+        assert " an orange " in f" {text} " and not text.endswith("an orange background"), text
+        assert read["background"] == scenes[i].background, text
+        assert "orange" in [o["colour"] for o in read["objects"]], text
+    assert an_object_and_a_background("an orange circle on a white background")
+    assert not an_object_and_a_background("an orange circle")
+    assert not an_object_and_a_background("a red circle on an orange background")
+    # at share 0 the batch is drawn exactly as before the share existed
+    old = random.Random(7)
+    old_idx = [old.randrange(len(scenes)) for _ in range(32)]
+    assert text2img_batch(random.Random(7), scenes, 32, orange, 0.0) == (
+        old_idx, captions_for([scenes[i] for i in old_idx], old))
+
+
 def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
