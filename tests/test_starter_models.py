@@ -115,14 +115,16 @@ def test_text_to_image_gets_the_colour_right():
 
 # "an orange <shape>": until the grammar wrote "an" before "orange" in object phrases the
 # models read it as an orange background (MODEL_CARD.md, Known failure cases)
-ORANGE_PROMPTS = ("an orange circle", "an orange square", "an orange triangle")
-ORANGE_RIGHT = 9  # of 12; measured 11 at text2img step 48622, 1 at 43993 (before the grammar fix)
+ORANGE_PROMPTS = ("an orange circle", "an orange square", "an orange triangle",
+                  "an orange circle on a white background", "an orange square on a white background",
+                  "an orange triangle with a white background")
+ORANGE_RIGHT = 18  # of 24; measured 23 at text2img step 54096, 11 at 48622 (0 with a background), 3 at 43993
 
 
 @pytest.mark.skipif(trained_steps("text2img") < TRAINED_MIN_STEPS, reason="placeholder weights")
 def test_text_to_image_reads_an_orange_object_as_the_object():
-    """An orange object on a white background, by its pixels: orange covers most of what is
-    not white, and the corners are white."""
+    """An orange object on a white background, whether the background is stated or not, by
+    its pixels: orange covers most of what is not white, and the corners are white."""
     from playground.starter.world import PALETTE
 
     pipe, found = load("text2img"), {}

@@ -5,6 +5,7 @@
 # (scale multiplies every stage's minutes; on a CUDA machine the same commands use the GPU).
 # Every stage trains with offset noise (--offset-noise 0.1, the default); text2img and
 # inpaint also keep each object's words' cross-attention inside its box (--attention-loss 0.01);
+# text2img draws a tenth of its samples as "an orange <shape> ... on a <colour> background" (--article-share 0.1);
 # inpaint draws 60% of its samples as one hidden object of a 2-3-object scene (--binding-share 0.6); the
 # upscaler weighs its predicted picture's error at every noise level (--x0-weight-floor 1)
 # and trains half its samples near the default noise level 20; the VAE's decoder is then
@@ -19,7 +20,7 @@ m() { python -c "print($1 * $s)"; }
 export OMP_WAIT_POLICY=PASSIVE
 T="python -m playground.starter.train"
 $T vae      --minutes "$(m 18)" --batch 32 --crop 32
-$T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01 --anneal-to 0.1
+$T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01 --article-share 0.1 --anneal-to 0.1
 $T layout   --minutes "$(m 30)" --batch 32 --anneal-to 0.1 &
 $T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --attention-loss 0.01 --binding-share 0.6 --anneal-to 0.1
 wait
