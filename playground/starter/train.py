@@ -402,8 +402,7 @@ def text2img_batch(rng, scenes, n: int, orange: list[int], article_share: float)
     is a scene with an orange object, captioned with "an orange <shape>" and its background
     stated; otherwise any scene and any caption (10% empty). At share 0 the draws are the
     same as before the share existed."""
-    picked = [article_share > 0 and rng.random() < article_share for _ in range(n)] \
-        if article_share > 0 else [False] * n
+    picked = [article_share > 0 and rng.random() < article_share for _ in range(n)]
     idx = [rng.choice(orange) if p else rng.randrange(len(scenes)) for p in picked]
     texts = [caption_where(scenes[i], rng, an_object_and_a_background) if p
              else ("" if rng.random() < 0.1 else caption(scenes[i], rng))
