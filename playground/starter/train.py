@@ -405,8 +405,7 @@ def text2img_batch(rng, scenes, n: int, orange: list[int], article_share: float)
     picked = [article_share > 0 and rng.random() < article_share for _ in range(n)]
     idx = [rng.choice(orange) if p else rng.randrange(len(scenes)) for p in picked]
     texts = [caption_where(scenes[i], rng, an_object_and_a_background) if p
-             else ("" if rng.random() < 0.1 else caption(scenes[i], rng))
-             for i, p in zip(idx, picked)]
+             else captions_for([scenes[i]], rng)[0] for i, p in zip(idx, picked)]
     return idx, texts
 
 
