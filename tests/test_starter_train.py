@@ -215,14 +215,14 @@ def test_binding_share_hides_one_object_of_a_crowded_scene():
     rng = random.Random(3)
     scenes = [random_scene(rng, n_objects=1 + i % 3) for i in range(30)]
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
-    idx, masks = inpaint_batch(rng, scenes, crowded, 64, binding_share=1.0)
+    idx, masks, _ = inpaint_batch(rng, scenes, crowded, 64, binding_share=1.0)
     assert masks.shape == (64, 1, 64, 64) and set(idx) <= set(crowded)
     for i, mask in zip(idx, masks):
         ys, xs = np.nonzero(mask[0].numpy() > 0.5)
         cx, cy = xs.mean() / 64, ys.mean() / 64  # the mask's centre is inside a hidden object's box
         assert any(x0 - 0.02 <= cx <= x1 + 0.02 and y0 - 0.02 <= cy <= y1 + 0.02
                    for x0, y0, x1, y1 in (o.box for o in scenes[i].objects))
-    idx, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
+    idx, _, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
     assert set(idx) - set(crowded)  # without it, one-object scenes come too
 
 
@@ -251,6 +251,38 @@ def test_article_share_captions_an_orange_object_on_a_stated_background():
     old_idx = [old.randrange(len(scenes)) for _ in range(32)]
     assert text2img_batch(random.Random(7), scenes, 32, orange, 0.0) == (
         old_idx, captions_for([scenes[i] for i in old_idx], old))
+
+
+def test_inpaint_article_share_hides_an_orange_object_called_an_orange_shape():
+    import random
+
+    from playground.starter.captions import parse
+    from playground.starter.train import captions_for, inpaint_batch, random_mask, with_an_orange_object
+    from playground.starter.world import random_scene
+
+    rng = random.Random(8)
+    scenes = [random_scene(rng) for _ in range(300)]
+    crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
+    orange = with_an_orange_object(scenes)
+    idx, masks, texts = inpaint_batch(random.Random(9), scenes, crowded, 48, 0.6, orange, article_share=1.0)
+    assert set(idx) <= set(orange)
+    for i, mask, text in zip(idx, masks, texts):
+        ys, xs = np.nonzero(mask[0].numpy() > 0.5)
+        cx, cy = xs.mean() / 64, ys.mean() / 64  # the mask hides an orange object
+        assert any(x0 - 0.02 <= cx <= x1 + 0.02 and y0 - 0.02 <= cy <= y1 + 0.02
+                   for x0, y0, x1, y1 in (o.box for o in scenes[i].objects if o.colour == "orange"))
+        assert " an orange " in f" {text} " and not text.endswith("an orange background"), text
+        assert "orange" in [o["colour"] for o in parse(text)["objects"]], text
+    # at article share 0 the batch is drawn exactly as before that share existed
+    old = random.Random(10)
+    old_idx, old_masks = [], []
+    for _ in range(32):
+        binding = old.random() < 0.6
+        old_idx.append(old.choice(crowded) if binding else old.randrange(len(scenes)))
+        old_masks.append(random_mask(old, scenes[old_idx[-1]], over_object=binding))
+    old_texts = captions_for([scenes[i] for i in old_idx], old)
+    idx, masks, texts = inpaint_batch(random.Random(10), scenes, crowded, 32, 0.6, orange, 0.0)
+    assert (idx, texts) == (old_idx, old_texts) and torch.equal(masks, torch.stack(old_masks))
 
 
 def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):

@@ -381,10 +381,16 @@ def captions_for(scenes, rng, p_empty=0.1):
 _AN_OBJECT = re.compile(r"\ban (?!\w+ background)")
 
 
+def an_object(text: str) -> bool:
+    """A caption where an object phrase takes "an" ("an orange circle"), not only a
+    background ("on an orange background")."""
+    return bool(_AN_OBJECT.search(text))
+
+
 def an_object_and_a_background(text: str) -> bool:
-    """A caption where an object phrase takes "an" ("an orange circle") and a background is
-    stated: the case text-to-image read as an orange background (MODEL_CARD, Known failures)."""
-    return bool(_AN_OBJECT.search(text)) and parse(text)["background"] is not None
+    """A caption where an object phrase takes "an" and a background is stated: the case
+    text-to-image read as an orange background (MODEL_CARD, Known failures)."""
+    return an_object(text) and parse(text)["background"] is not None
 
 
 def caption_where(scene, rng, accept, tries: int = 200) -> str:
@@ -395,6 +401,10 @@ def caption_where(scene, rng, accept, tries: int = 200) -> str:
         if accept(text):
             return text
     return text
+
+
+def with_an_orange_object(scenes) -> list[int]:
+    return [i for i, s in enumerate(scenes) if any(o.colour == "orange" for o in s.objects)]
 
 
 def text2img_batch(rng, scenes, n: int, orange: list[int], article_share: float):
@@ -508,7 +518,7 @@ def train_text2img(args, device):
         te.requires_grad_(False)
 
     attention = AttentionSupervision("text2img", unet, tok, args.attention_loss)
-    orange = [i for i, s in enumerate(scenes) if any(o.colour == "orange" for o in s.objects)]
+    orange = with_an_orange_object(scenes)
 
     def make_batch(step):
         idx, texts = text2img_batch(rng, scenes, args.batch, orange, args.article_share)
@@ -751,15 +761,16 @@ def train_layout(args, device):
     loop.run(loss_fn)
 
 
-def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: bool = False) -> torch.Tensor:
-    """White (1) = repaint: a box or blob over one object, or over empty background
-    (always over an object when `over_object`)."""
+def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: bool = False,
+                among: list | None = None) -> torch.Tensor:
+    """White (1) = repaint: a box or blob over one object (one of `among` if given), or over
+    empty background (always over an object when `over_object`)."""
     from PIL import Image, ImageDraw
 
     m = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(m)
     if scene.objects and (over_object or rng.random() < 0.75):
-        x0, y0, x1, y1 = rng.choice(scene.objects).box
+        x0, y0, x1, y1 = rng.choice(among or scene.objects).box
         pad = rng.uniform(0.02, 0.1)
         box = [max(0, x0 - pad), max(0, y0 - pad), min(1, x1 + pad), min(1, y1 + pad)]
     else:
@@ -772,17 +783,27 @@ def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: b
 
 
 def inpaint_batch(rng: random.Random, scenes: list[Scene], crowded: list[int], n: int,
-                  binding_share: float) -> tuple[list[int], torch.Tensor]:
-    """Scene indices and masks for one batch. With probability `binding_share` a sample is
-    a scene of 2-3 objects (`crowded`) with one of them hidden, where the caption, which
-    names them all, must say which one is missing; otherwise any scene and any mask."""
-    idx, masks = [], []
+                  binding_share: float, orange: list[int] = (), article_share: float = 0.0
+                  ) -> tuple[list[int], torch.Tensor, list[str]]:
+    """Scene indices, masks and captions for one batch. With probability `article_share` a
+    sample is a scene with an orange object, that object hidden and the caption calling it
+    "an orange <shape>" (the case inpainting read as an orange background); else with
+    probability `binding_share` a scene of 2-3 objects (`crowded`) with one of them hidden,
+    where the caption, which names them all, must say which one is missing; otherwise any
+    scene and any mask, and any caption (10% empty). At article share 0 the draws are the
+    same as before that share existed."""
+    idx, masks, article = [], [], []
     for _ in range(n):
-        binding = binding_share > 0 and rng.random() < binding_share
-        i = rng.choice(crowded) if binding else rng.randrange(len(scenes))
+        wanted = article_share > 0 and rng.random() < article_share
+        binding = not wanted and binding_share > 0 and rng.random() < binding_share
+        i = rng.choice(orange) if wanted else rng.choice(crowded) if binding else rng.randrange(len(scenes))
+        oranges = [o for o in scenes[i].objects if o.colour == "orange"] if wanted else None
         idx.append(i)
-        masks.append(random_mask(rng, scenes[i], over_object=binding))
-    return idx, torch.stack(masks)
+        article.append(wanted)
+        masks.append(random_mask(rng, scenes[i], over_object=wanted or binding, among=oranges))
+    texts = [caption_where(scenes[i], rng, an_object) if wanted else captions_for([scenes[i]], rng)[0]
+             for i, wanted in zip(idx, article)]
+    return idx, torch.stack(masks), texts
 
 
 def train_inpaint(args, device):
@@ -798,12 +819,13 @@ def train_inpaint(args, device):
     rng = random.Random(4000 + loop.step)
     attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
+    orange = with_an_orange_object(scenes)
 
     def make_batch(step):
-        idx, masks = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share)
+        idx, masks, texts = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share,
+                                          orange, args.article_share)
         batch_scenes = [scenes[i] for i in idx]
         images = pixels_to_tensor(render_chunk(batch_scenes, 64))
-        texts = captions_for(batch_scenes, rng)
         return idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
 
     batches = Prefetch(make_batch, loop.step, args.prefetch)
@@ -1055,7 +1077,8 @@ def main(argv=None):
                     help="inpaint: share of samples that hide one object of a 2-3-object scene")
     ap.add_argument("--article-share", type=float, default=0.0,
                     help="text2img: share of samples with an orange object, captioned "
-                         "\"an orange <shape> ... on a <colour> background\"")
+                         "\"an orange <shape> ... on a <colour> background\"; inpaint: share of "
+                         "samples with an orange object hidden, captioned \"an orange <shape> ...\"")
     ap.add_argument("--base-from-text2img", action="store_true",
                     help="layout: once, at the start of this run, take every non-gated layer "
                          "from text2img's current weights (the gated layers keep theirs)")
