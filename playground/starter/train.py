@@ -1044,7 +1044,7 @@ TASKS = {"vae": train_vae, "text2img": train_text2img, "layout": train_layout,
          "inpaint": train_inpaint, "upscale": train_upscale}
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("task", choices=list(TASKS) + ["export"])
     ap.add_argument("--minutes", type=float, default=30, help="stop after this long (resume later)")
@@ -1099,7 +1099,11 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--weights", default=WEIGHTS, help="export target folder")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     set_offset_noise(args.offset_noise)
     set_x0_floor(args.x0_weight_floor)
     if args.threads:
