@@ -9,7 +9,8 @@
 # layout trains its gated layers ten times faster, opens their gates to 0.1 at the start and
 # keeps each box's attention in them inside the box (--gated-lr-scale 10 --open-gates 0.1
 # --grounding-loss 0.05), weighing the predicted picture's error at least half (--x0-weight-floor 0.5);
-# inpaint draws 60% of its samples as one hidden object of a 2-3-object scene (--binding-share 0.6); the
+# inpaint draws 60% of its samples as one hidden object of a 2-3-object scene (--binding-share 0.6)
+# and a tenth as a hidden orange object called "an orange <shape>" (--article-share 0.1); the
 # upscaler weighs its predicted picture's error at every noise level (--x0-weight-floor 1)
 # and trains half its samples near the default noise level 20; the VAE's decoder is then
 # sharpened alone (--decoder-only: the encoder, and so every latent, stays). Each UNet
@@ -26,7 +27,8 @@ $T vae      --minutes "$(m 18)" --batch 32 --crop 32
 $T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01 --article-share 0.1 --anneal-to 0.1
 $T layout   --minutes "$(m 30)" --batch 32 --attention-loss 0.01 --gated-lr-scale 10 --grounding-loss 0.05 \
             --open-gates 0.1 --x0-weight-floor 0.5 --anneal-to 0.1 &
-$T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --attention-loss 0.01 --binding-share 0.6 --anneal-to 0.1
+$T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --attention-loss 0.01 --binding-share 0.6 \
+            --article-share 0.1 --anneal-to 0.1
 wait
 $T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
             --anneal-to 0.1
