@@ -762,7 +762,7 @@ def train_layout(args, device):
 
 
 def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: bool = False,
-                among: list | None = None) -> torch.Tensor:
+                among: list[Obj] | None = None) -> torch.Tensor:
     """White (1) = repaint: a box or blob over one object (one of `among` if given), or over
     empty background (always over an object when `over_object`)."""
     from PIL import Image, ImageDraw
@@ -783,7 +783,7 @@ def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: b
 
 
 def inpaint_batch(rng: random.Random, scenes: list[Scene], crowded: list[int], n: int,
-                  binding_share: float, orange: list[int] = (), article_share: float = 0.0
+                  binding_share: float, orange: tuple[int, ...] | list[int] = (), article_share: float = 0.0
                   ) -> tuple[list[int], torch.Tensor, list[str]]:
     """Scene indices, masks and captions for one batch. With probability `article_share` a
     sample is a scene with an orange object, that object hidden and the caption calling it
