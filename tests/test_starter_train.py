@@ -206,6 +206,14 @@ def test_anneal_to_lowers_the_rate_linearly_over_the_run(tmp_path, monkeypatch):
     assert rates[100] == pytest.approx(1e-2 * 0.55) and rates[-1] == pytest.approx(1e-2 * (1 - 0.9 * 199 / 200))
 
 
+def centre_in_a_box(mask: torch.Tensor, objects) -> bool:
+    """Whether the centre of the mask's white pixels lies inside one of the objects' boxes."""
+    ys, xs = np.nonzero(mask[0].numpy() > 0.5)
+    cx, cy = xs.mean() / 64, ys.mean() / 64
+    return any(x0 - 0.02 <= cx <= x1 + 0.02 and y0 - 0.02 <= cy <= y1 + 0.02
+               for x0, y0, x1, y1 in (o.box for o in objects))
+
+
 def test_binding_share_hides_one_object_of_a_crowded_scene():
     import random
 
@@ -218,10 +226,7 @@ def test_binding_share_hides_one_object_of_a_crowded_scene():
     idx, masks, _ = inpaint_batch(rng, scenes, crowded, 64, binding_share=1.0)
     assert masks.shape == (64, 1, 64, 64) and set(idx) <= set(crowded)
     for i, mask in zip(idx, masks):
-        ys, xs = np.nonzero(mask[0].numpy() > 0.5)
-        cx, cy = xs.mean() / 64, ys.mean() / 64  # the mask's centre is inside a hidden object's box
-        assert any(x0 - 0.02 <= cx <= x1 + 0.02 and y0 - 0.02 <= cy <= y1 + 0.02
-                   for x0, y0, x1, y1 in (o.box for o in scenes[i].objects))
+        assert centre_in_a_box(mask, scenes[i].objects)  # the mask hides one of the objects
     idx, _, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
     assert set(idx) - set(crowded)  # without it, one-object scenes come too
 
@@ -267,10 +272,7 @@ def test_inpaint_article_share_hides_an_orange_object_called_an_orange_shape():
     idx, masks, texts = inpaint_batch(random.Random(9), scenes, crowded, 48, 0.6, orange, article_share=1.0)
     assert set(idx) <= set(orange)
     for i, mask, text in zip(idx, masks, texts):
-        ys, xs = np.nonzero(mask[0].numpy() > 0.5)
-        cx, cy = xs.mean() / 64, ys.mean() / 64  # the mask hides an orange object
-        assert any(x0 - 0.02 <= cx <= x1 + 0.02 and y0 - 0.02 <= cy <= y1 + 0.02
-                   for x0, y0, x1, y1 in (o.box for o in scenes[i].objects if o.colour == "orange"))
+        assert centre_in_a_box(mask, [o for o in scenes[i].objects if o.colour == "orange"])
         assert " an orange " in f" {text} " and not text.endswith("an orange background"), text
         assert "orange" in [o["colour"] for o in parse(text)["objects"]], text
     # at article share 0 the batch is drawn exactly as before that share existed

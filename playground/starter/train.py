@@ -403,8 +403,12 @@ def caption_where(scene, rng, accept, tries: int = 200) -> str:
     return text
 
 
+def orange_objects(scene: Scene) -> list[Obj]:
+    return [o for o in scene.objects if o.colour == "orange"]
+
+
 def with_an_orange_object(scenes) -> list[int]:
-    return [i for i, s in enumerate(scenes) if any(o.colour == "orange" for o in s.objects)]
+    return [i for i, s in enumerate(scenes) if orange_objects(s)]
 
 
 def text2img_batch(rng, scenes, n: int, orange: list[int], article_share: float):
@@ -797,10 +801,10 @@ def inpaint_batch(rng: random.Random, scenes: list[Scene], crowded: list[int], n
         wanted = article_share > 0 and rng.random() < article_share
         binding = not wanted and binding_share > 0 and rng.random() < binding_share
         i = rng.choice(orange) if wanted else rng.choice(crowded) if binding else rng.randrange(len(scenes))
-        oranges = [o for o in scenes[i].objects if o.colour == "orange"] if wanted else None
         idx.append(i)
         article.append(wanted)
-        masks.append(random_mask(rng, scenes[i], over_object=wanted or binding, among=oranges))
+        masks.append(random_mask(rng, scenes[i], over_object=wanted or binding,
+                                 among=orange_objects(scenes[i]) if wanted else None))
     texts = [caption_where(scenes[i], rng, an_object) if wanted else captions_for([scenes[i]], rng)[0]
              for i, wanted in zip(idx, article)]
     return idx, torch.stack(masks), texts
