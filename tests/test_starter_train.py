@@ -133,6 +133,23 @@ def test_x0_weight_floor_raises_only_the_high_noise_weights():
     assert floored[-1] > 50 * plain[-1]  # t 999: SNR 0.005
 
 
+def test_high_noise_share_draws_that_share_of_timesteps_from_t_800_up():
+    sched = models.build_scheduler()
+    torch.manual_seed(0)
+    uniform = torch.randint(0, 1000, (20000,))
+    torch.manual_seed(0)
+    assert torch.equal(train.training_timesteps(20000, sched, "cpu"), uniform)  # share 0: as before
+    train.set_high_noise_share(0.5)
+    try:
+        t = train.training_timesteps(20000, sched, "cpu")
+    finally:
+        train.set_high_noise_share(0.0)
+    assert t.min() >= 0 and t.max() == 999
+    high = (t >= train.HIGH_NOISE_FROM).float().mean().item()
+    assert abs(high - (0.5 + 0.5 * 0.2)) < 0.02  # half redrawn high, a fifth of the rest high anyway
+    assert abs((t < 100).float().mean().item() - 0.05) < 0.01  # the rest still uniform
+
+
 def test_low_noise_share_draws_that_share_of_levels_near_the_default():
     torch.manual_seed(0)
     plain = train.low_res_noise_levels(20000, 0.0, "cpu")

@@ -364,9 +364,30 @@ def set_offset_noise(value: float) -> None:
     OFFSET_NOISE = value
 
 
+HIGH_NOISE_SHARE = 0.0  # set from --high-noise-share
+HIGH_NOISE_FROM = 800  # above about t = 800 the noisy latent no longer shows where an object is
+
+
+def training_timesteps(n: int, sched, device) -> torch.Tensor:
+    """Uniform timesteps, except that a share HIGH_NOISE_SHARE of them is drawn again from
+    t >= HIGH_NOISE_FROM, where only the prompt can say where an object goes (MODEL_CARD.md,
+    "Position"). At share 0 the draws are the plain uniform ones."""
+    last = sched.config.num_train_timesteps
+    t = torch.randint(0, last, (n,), device=device)
+    if HIGH_NOISE_SHARE:
+        high = torch.rand(n, device=device) < HIGH_NOISE_SHARE
+        t = torch.where(high, torch.randint(HIGH_NOISE_FROM, last, (n,), device=device), t)
+    return t
+
+
+def set_high_noise_share(value: float) -> None:
+    global HIGH_NOISE_SHARE
+    HIGH_NOISE_SHARE = value
+
+
 def diffusion_loss(unet, sched, latents, cond, extra_in=None, **unet_kwargs):
     noise = training_noise(latents)
-    t = torch.randint(0, sched.config.num_train_timesteps, (len(latents),), device=latents.device)
+    t = training_timesteps(len(latents), sched, latents.device)
     noisy = sched.add_noise(latents, noise, t)
     inp = noisy if extra_in is None else torch.cat([noisy, extra_in], 1)
     pred = unet(inp, t, cond, **unet_kwargs).sample
@@ -1075,6 +1096,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--x0-weight-floor", type=float, default=0.0,
                     help="least weight of the predicted picture's error at any noise level "
                          "(0: plain min-SNR noise loss; see loss_weight)")
+    ap.add_argument("--high-noise-share", type=float, default=0.0,
+                    help="share of each batch whose timestep is drawn from t >= 800, where "
+                         "only the prompt says where an object goes (see training_timesteps)")
     ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
                     help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--binding-share", type=float, default=0.0,
@@ -1110,6 +1134,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     set_offset_noise(args.offset_noise)
     set_x0_floor(args.x0_weight_floor)
+    set_high_noise_share(args.high_noise_share)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
