@@ -432,15 +432,16 @@ def with_an_orange_object(scenes) -> list[int]:
     return [i for i, s in enumerate(scenes) if orange_objects(s)]
 
 
-def text2img_batch(rng, scenes, n: int, orange: list[int], article_share: float):
-    """Scene indices and captions for one batch. With probability `article_share` a sample
-    is a scene with an orange object, captioned with "an orange <shape>" and its background
-    stated; otherwise any scene and any caption (10% empty). At share 0 the draws are the
-    same as before the share existed."""
+def captioned_batch(rng, scenes, n: int, orange: list[int], article_share: float,
+                    p_empty: float = 0.1):
+    """Scene indices and captions for one text2img or layout batch. With probability
+    `article_share` a sample is a scene with an orange object, captioned with "an orange
+    <shape>" and its background stated; otherwise any scene and any caption (`p_empty` of
+    them empty). At share 0 the draws are the same as before the share existed."""
     picked = [article_share > 0 and rng.random() < article_share for _ in range(n)]
     idx = [rng.choice(orange) if p else rng.randrange(len(scenes)) for p in picked]
     texts = [caption_where(scenes[i], rng, an_object_and_a_background) if p
-             else captions_for([scenes[i]], rng)[0] for i, p in zip(idx, picked)]
+             else captions_for([scenes[i]], rng, p_empty)[0] for i, p in zip(idx, picked)]
     return idx, texts
 
 
@@ -546,7 +547,7 @@ def train_text2img(args, device):
     orange = with_an_orange_object(scenes)
 
     def make_batch(step):
-        idx, texts = text2img_batch(rng, scenes, args.batch, orange, args.article_share)
+        idx, texts = captioned_batch(rng, scenes, args.batch, orange, args.article_share)
         batch_scenes = [scenes[i] for i in idx]
         return idx, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
 
@@ -762,10 +763,11 @@ def train_layout(args, device):
     attention = AttentionSupervision("layout", unet, tok, args.attention_loss)
     grounding = GroundingSupervision(unet, args.grounding_loss)
 
+    orange = with_an_orange_object(scenes)
+
     def make_batch(step):
-        idx = [rng.randrange(len(scenes)) for _ in range(args.batch)]
+        idx, texts = captioned_batch(rng, scenes, args.batch, orange, args.article_share, p_empty=0.3)
         batch_scenes = [scenes[i] for i in idx]
-        texts = captions_for(batch_scenes, rng, p_empty=0.3)
         return (idx, tokens(tok, texts, "cpu"), gligen_boxes(batch_scenes, rng, tok),
                 attention.targets(texts, batch_scenes))
 
@@ -1104,7 +1106,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--binding-share", type=float, default=0.0,
                     help="inpaint: share of samples that hide one object of a 2-3-object scene")
     ap.add_argument("--article-share", type=float, default=0.0,
-                    help="text2img: share of samples with an orange object, captioned "
+                    help="text2img and layout: share of samples with an orange object, captioned "
                          "\"an orange <shape> ... on a <colour> background\"; inpaint: share of "
                          "samples with an orange object hidden, captioned \"an orange <shape> ...\"")
     ap.add_argument("--base-from-text2img", action="store_true",
