@@ -8,7 +8,8 @@
 # text2img draws a tenth of its samples as "an orange <shape> ... on a <colour> background" (--article-share 0.1);
 # layout trains its gated layers ten times faster, opens their gates to 0.1 at the start and
 # keeps each box's attention in them inside the box (--gated-lr-scale 10 --open-gates 0.1
-# --grounding-loss 0.05), weighing the predicted picture's error at least half (--x0-weight-floor 0.5);
+# --grounding-loss 0.05), weighing the predicted picture's error at least half (--x0-weight-floor 0.5),
+# and draws a fifth of its samples as text2img's "an orange <shape>" ones (--article-share 0.2);
 # inpaint draws 60% of its samples as one hidden object of a 2-3-object scene (--binding-share 0.6)
 # and a tenth as a hidden orange object called "an orange <shape>" (--article-share 0.1); the
 # upscaler weighs its predicted picture's error at every noise level (--x0-weight-floor 1)
@@ -26,7 +27,7 @@ T="python -m playground.starter.train"
 $T vae      --minutes "$(m 18)" --batch 32 --crop 32
 $T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01 --article-share 0.1 --anneal-to 0.1
 $T layout   --minutes "$(m 30)" --batch 32 --attention-loss 0.01 --gated-lr-scale 10 --grounding-loss 0.05 \
-            --open-gates 0.1 --x0-weight-floor 0.5 --anneal-to 0.1 &
+            --open-gates 0.1 --x0-weight-floor 0.5 --article-share 0.2 --anneal-to 0.1 &
 $T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --attention-loss 0.01 --binding-share 0.6 \
             --article-share 0.1 --anneal-to 0.1
 wait
