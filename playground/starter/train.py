@@ -1099,8 +1099,8 @@ def parser() -> argparse.ArgumentParser:
                     help="least weight of the predicted picture's error at any noise level "
                          "(0: plain min-SNR noise loss; see loss_weight)")
     ap.add_argument("--high-noise-share", type=float, default=0.0,
-                    help="share of each batch whose timestep is drawn from t >= 800, where "
-                         "only the prompt says where an object goes (see training_timesteps)")
+                    help=f"share of each batch whose timestep is drawn from t >= {HIGH_NOISE_FROM}, "
+                         "where only the prompt says where an object goes (see training_timesteps)")
     ap.add_argument("--offset-noise", type=float, default=OFFSET_NOISE,
                     help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--binding-share", type=float, default=0.0,
