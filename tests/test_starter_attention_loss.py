@@ -158,3 +158,15 @@ def test_grounding_loss_reads_the_gated_layers_and_teaches_them_with_shut_gates(
     total.backward()
     key = unet.down_blocks[0].attentions[0].transformer_blocks[0].fuser.attn.to_k.weight
     assert key.grad is not None and key.grad.abs().sum() > 0
+
+
+def test_the_cell_word_mask_marks_only_the_object_phrases_cell_words(tokenizer):
+    mask = al.cell_word_mask(tokenizer, ["a red circle in the top left",
+                                         "a red circle to the left of a blue square",
+                                         "two objects: a red circle on the right and a blue square",
+                                         ""], 77)
+    assert mask[0].nonzero().flatten().tolist() == [6, 7]  # top left, after the start token
+    assert mask[1].sum() == 0  # "left" of a relation is no cell
+    words = tokenizer.tokenize("two objects: a red circle on the right and a blue square")
+    assert [words[i - 1] for i in mask[2].nonzero().flatten().tolist()] == ["right"]
+    assert mask[3].sum() == 0

@@ -150,6 +150,28 @@ def test_high_noise_share_draws_that_share_of_timesteps_from_t_800_up():
     assert abs((t < 100).float().mean().item() - 0.05) < 0.01  # the rest still uniform
 
 
+def test_cell_attention_loss_counts_only_the_cell_words_of_high_noise_samples():
+    from playground.starter.world import Obj, Scene
+    tok = models.build_tokenizer()
+    attention = train.AttentionSupervision("text2img", models.build_unet("text2img"), tok, 0.0,
+                                           record=True)
+    cells = train.CellAttentionSupervision(attention, 2.0)
+    texts = ["a red circle in the top left"] * 2
+    scenes = [Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))])] * 2
+    targets, cell_words = attention.targets(texts, scenes), cells.targets(texts)
+    attention.recorder.records[:] = [torch.full((2, 64, 77), 1 / 77)]  # spread evenly
+    loss = torch.tensor(1.0)
+    both_high = cells.added_to(loss, 0, targets, cell_words, torch.tensor([999, 900]))
+    one_high = cells.added_to(loss, 0, targets, cell_words, torch.tensor([999, 10]))
+    none_high = cells.added_to(loss, 0, targets, cell_words, torch.tensor([10, 799]))
+    assert float(both_high) == pytest.approx(1 + 2 * 0.75)  # 3/4 of the mass outside the box
+    assert float(one_high) == pytest.approx(1 + 2 * 0.75)   # a mean over the counted tokens
+    assert float(none_high) == 1.0
+    off = train.CellAttentionSupervision(attention, 0.0)
+    assert off.targets(texts) is None and off.timesteps(2, models.build_scheduler(), "cpu") is None
+    assert off.added_to(loss, 0, targets, None, None) is loss
+
+
 def test_low_noise_share_draws_that_share_of_levels_near_the_default():
     torch.manual_seed(0)
     plain = train.low_res_noise_levels(20000, 0.0, "cpu")

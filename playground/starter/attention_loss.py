@@ -86,6 +86,19 @@ def token_targets(tokenizer, captions: list[str], scenes, n_tokens: int):
     return boxes, valid
 
 
+def cell_word_mask(tokenizer, captions: list[str], n_tokens: int) -> torch.Tensor:
+    """(batch, tokens): 1 at the token positions of the cell words of each caption's object
+    phrases ("top", "left" in "a red circle in the top left"), 0 elsewhere."""
+    mask = torch.zeros(len(captions), n_tokens)
+    for b, text in enumerate(captions):
+        words = tokenizer.tokenize(text) if text else []
+        for group in object_word_positions(words):
+            for index in group:
+                if words[index] in CELL_WORD_SET and index + 1 < n_tokens:
+                    mask[b, index + 1] = 1  # after the start token
+    return mask
+
+
 def coverage_maps(boxes: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
     """(batch, tokens, n*n) coverage of each supervised token's box on an n x n grid."""
     out = torch.zeros(*boxes.shape[:2], n * n)

@@ -385,9 +385,12 @@ def set_high_noise_share(value: float) -> None:
     HIGH_NOISE_SHARE = value
 
 
-def diffusion_loss(unet, sched, latents, cond, extra_in=None, **unet_kwargs):
+def diffusion_loss(unet, sched, latents, cond, extra_in=None, t=None, **unet_kwargs):
+    """Weighted noise-prediction loss at timesteps `t` (drawn by training_timesteps when
+    not given)."""
     noise = training_noise(latents)
-    t = training_timesteps(len(latents), sched, latents.device)
+    if t is None:
+        t = training_timesteps(len(latents), sched, latents.device)
     noisy = sched.add_noise(latents, noise, t)
     inp = noisy if extra_in is None else torch.cat([noisy, extra_in], 1)
     pred = unet(inp, t, cond, **unet_kwargs).sample
@@ -543,22 +546,26 @@ def train_text2img(args, device):
         te.load_state_dict(emas["text"].shadow)
         te.requires_grad_(False)
 
-    attention = AttentionSupervision("text2img", unet, tok, args.attention_loss)
+    attention = AttentionSupervision("text2img", unet, tok, args.attention_loss,
+                                     record=bool(args.cell_attention_loss))
+    cells = CellAttentionSupervision(attention, args.cell_attention_loss)
     orange = with_an_orange_object(scenes)
 
     def make_batch(step):
         idx, texts = captioned_batch(rng, scenes, args.batch, orange, args.article_share)
         batch_scenes = [scenes[i] for i in idx]
-        return idx, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
+        return idx, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes), cells.targets(texts)
 
     batches = Prefetch(make_batch, loop.step, args.prefetch)
 
     def loss_fn(step):
-        idx, ids, targets = batches()
+        idx, ids, targets, cell_words = batches()
         cond = te(ids.to(device))[0]
         attention.start_pass()
-        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond)
-        return attention.added_to(loss, step, targets)
+        t = cells.timesteps(args.batch, sched, device)
+        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, t=t)
+        loss = attention.added_to(loss, step, targets)
+        return cells.added_to(loss, step, targets, cell_words, t)
 
     loop.run(loss_fn)
 
@@ -592,8 +599,9 @@ class AttentionSupervision(BoxSupervision):
     model tell which of the caption's objects the mask hides; it barely did (MODEL_CARD.md,
     "Attention on the boxes")."""
 
-    def __init__(self, task: str, unet, tok, weight: float):
-        super().__init__(task, attention_loss.record_cross_attention(unet) if weight else None, weight)
+    def __init__(self, task: str, unet, tok, weight: float, record: bool = False):
+        recorder = attention_loss.record_cross_attention(unet) if weight or record else None
+        super().__init__(task, recorder, weight)
         self.tok = tok
 
     def targets(self, texts, scenes, n_tokens: int = models.MAX_TOKENS):
@@ -603,9 +611,39 @@ class AttentionSupervision(BoxSupervision):
         return attention_loss.token_targets(self.tok, texts, scenes, n_tokens)
 
     def added_to(self, loss, step: int, targets):
-        if self.recorder is None:
+        if self.recorder is None or not self.weight:
             return loss
         return self.weighted(loss, step, *targets)
+
+
+class CellAttentionSupervision(BoxSupervision):
+    """--cell-attention-loss (text2img): the share of the cell words' cross-attention that
+    falls outside their object's box, on samples at t >= HIGH_NOISE_FROM only. There the
+    noisy latent no longer shows where the object is, so the attention can only land in
+    the box if the cell words themselves steer it; the plain attention loss is met by
+    attention that follows the object drawn (MODEL_CARD.md, "Position")."""
+
+    label = "cell words' attention outside the boxes at high noise"
+
+    def __init__(self, attention: AttentionSupervision, weight: float):
+        super().__init__(attention.task, attention.recorder if weight else None, weight)
+        self.tok = attention.tok
+
+    def targets(self, texts, n_tokens: int = models.MAX_TOKENS):
+        """(batch, tokens) mask of each caption's cell words (None when the loss is off)."""
+        return attention_loss.cell_word_mask(self.tok, texts, n_tokens) if self.weight else None
+
+    def timesteps(self, n: int, sched, device):
+        """The batch's timesteps, drawn here when the loss needs them (None: diffusion_loss
+        draws them, exactly as before this loss existed)."""
+        return training_timesteps(n, sched, device) if self.weight else None
+
+    def added_to(self, loss, step: int, targets, cell_words, t):
+        if not self.weight:
+            return loss
+        boxes, valid = targets
+        high = (t >= HIGH_NOISE_FROM).float().cpu()[:, None]
+        return self.weighted(loss, step, boxes, valid * cell_words * high)
 
 
 MAX_OBJECTS = 30  # box slots the layout pipeline feeds the UNet (diffusers' GLIGEN default)
@@ -1095,6 +1133,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--attention-loss", type=float, default=0.0,
                     help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
+    ap.add_argument("--cell-attention-loss", type=float, default=0.0,
+                    help=f"text2img: weight of the loss keeping the cell words' cross-attention "
+                         f"inside their object's box at t >= {HIGH_NOISE_FROM} (see "
+                         "CellAttentionSupervision)")
     ap.add_argument("--x0-weight-floor", type=float, default=0.0,
                     help="least weight of the predicted picture's error at any noise level "
                          "(0: plain min-SNR noise loss; see loss_weight)")
