@@ -76,6 +76,27 @@ def test_the_vae_round_trip_is_close_but_not_exact():
     assert np.abs(inside - np.array(PALETTE["blue"])).max() <= 12
 
 
+def test_the_cards_sharing_note_follows_the_folders_links(tmp_path):
+    """Which parts are stored once and which a pipeline has of its own, read from the links."""
+    import os
+    for part in ("tokenizer", "text_encoder", "vae"):
+        (tmp_path / "text2img" / part).mkdir(parents=True)
+    (tmp_path / "layout" / "text_encoder").mkdir(parents=True)
+    (tmp_path / "upscale" / "vae").mkdir(parents=True)
+    for task in ("layout", "inpaint", "upscale"):
+        (tmp_path / task).mkdir(exist_ok=True)
+        os.symlink("../text2img/tokenizer", tmp_path / task / "tokenizer")
+        if task != "upscale":
+            os.symlink("../text2img/vae", tmp_path / task / "vae")
+        if task != "layout":
+            os.symlink("../layout/text_encoder", tmp_path / task / "text_encoder")
+    note = ev.sharing_note(str(tmp_path))
+    assert "the tokenizer is shared by all four (stored once, in `weights/text2img/`)" in note
+    assert "the text encoder is shared by layout, inpaint, upscale (stored once, in `weights/layout/`)" in note
+    assert "text2img has a text encoder of its own, trained on with the cell-word attention loss" in note
+    assert "the VAE is shared by text2img, layout, inpaint" in note and "upscale has a VAE of its own" in note
+
+
 def test_held_out_sets_are_fixed():
     first, again = ev.text_cases("two", 5, 2), ev.text_cases("two", 5, 2)
     assert [c.prompt for c in first] == [c.prompt for c in again]

@@ -223,6 +223,44 @@ def test_trained_minutes_count_the_shipped_minutes_after_a_fresh_clone(tmp_path,
     assert train.trained_minutes("vae") == 31.0
 
 
+def test_text2img_with_a_text_encoder_of_its_own_exports_it_apart_from_the_shared_one(tmp_path, monkeypatch):
+    """--own-text keeps the shared encoder in runs/text; export then stores text2img's own
+    encoder in text2img/ and the shared one once, in layout/, linked from inpaint/ and
+    upscale/; tokenizer and VAE stay in text2img/. A fresh clone gets runs/text back."""
+    import os
+    monkeypatch.setattr(train, "RUNS", str(tmp_path / "runs"))
+    for task in ("vae", "text2img", "layout", "inpaint", "upscale"):
+        assert train.state_from_shipped(task, train.WEIGHTS)
+    assert not train.state_from_shipped("text", train.WEIGHTS) or train.own_text_encoder(train.WEIGHTS)
+    t2i_state = tmp_path / "runs" / "text2img" / "state.safetensors"
+    shared = train.ema_text_weights(str(t2i_state))
+    if train.own_text_encoder(train.WEIGHTS):  # the shipped set has its own already
+        shared = train.ema_text_weights(train.shared_text_state())
+    else:
+        train.fork_shared_text()
+    assert os.path.exists(tmp_path / "runs" / "text" / "state.safetensors")
+    tensors = load_file(t2i_state)
+    own = {k: v + 0.01 for k, v in tensors.items() if k.startswith("ema_text.") and v.is_floating_point()}
+    save_file({**tensors, **own}, t2i_state, metadata={"step": "5"})
+
+    out = tmp_path / "weights"
+    train.export(argparse.Namespace(weights=str(out)))
+    real = lambda task, part: os.path.realpath(out / task / part)
+    assert not os.path.islink(out / "text2img" / "text_encoder")
+    assert not os.path.islink(out / "layout" / "text_encoder")
+    for task in ("inpaint", "upscale"):
+        assert real(task, "text_encoder") == real("layout", "text_encoder")
+    for task in ("layout", "inpaint", "upscale"):
+        assert real(task, "tokenizer") == real("text2img", "tokenizer")
+    assert real("layout", "vae") == real("text2img", "vae") != real("upscale", "vae")
+    assert train.own_text_encoder(str(out)) == real("text2img", "text_encoder")
+
+    monkeypatch.setattr(train, "RUNS", str(tmp_path / "fresh"))  # a fresh clone of that set
+    assert train.state_from_shipped("text", str(out))
+    again = train.ema_text_weights(train.shared_text_state())
+    assert all(torch.allclose(again[k], shared[k].half().float()) for k in shared)
+
+
 def test_anneal_to_lowers_the_rate_linearly_over_the_run(tmp_path, monkeypatch):
     assert train.annealed(3e-4, 0.0, 0.1) == 3e-4
     assert train.annealed(3e-4, 2.0, 0.1) == pytest.approx(3e-5)  # never below the end rate
@@ -336,13 +374,16 @@ def test_every_stage_of_train_all_sh_parses_with_trains_own_options():
 
     script = Path(train.__file__).with_name("train_all.sh").read_text().replace("\\\n", " ")
     stages = [line.split(None, 1)[1] for line in script.splitlines() if line.startswith("$T ")]
-    assert [s.split()[0] for s in stages] == ["vae", "text2img", "layout", "inpaint", "upscale", "vae", "export"]
+    assert [s.split()[0] for s in stages] == ["vae", "text2img", "layout", "inpaint", "upscale", "vae",
+                                               "text2img", "export"]
     # an unknown or misspelt flag makes the parser exit
     parsed = [train.parser().parse_args(shlex.split(re.sub(r'"\$\(m ([\d.]+)\)"', r"\1", stage).rstrip("& ")))
               for stage in stages]
     assert all(args.minutes > 0 for args in parsed)
     layout = parsed[2]  # the shipped layout recipe (MODEL_CARD, Training, "on a GPU")
     assert (layout.gated_lr_scale, layout.open_gates, layout.grounding_loss, layout.x0_weight_floor) == (10, 0.1, 0.05, 0.5)
+    cells = parsed[6]  # text2img's own text encoder and the cell words (MODEL_CARD, "Cell words")
+    assert cells.own_text and not cells.freeze_text and cells.cell_attention_loss == 1
 
 
 def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):

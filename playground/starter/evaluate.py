@@ -572,14 +572,37 @@ def replace_section(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
 
 
-def architecture_table(pipes: dict) -> str:
+def architecture_table(pipes: dict, weights: str = WEIGHTS) -> str:
     lines = ["| pipeline | class | UNet | text encoder | VAE |", "|---|---|---|---|---|"]
     for task, pipe in pipes.items():
         c = parameter_counts(pipe)
         lines.append(f"| {task} | `{type(pipe).__name__}` | {c['unet'] / 1e6:.2f} M | "
                      f"{c['text_encoder'] / 1e6:.2f} M | {c['vae'] / 1e6:.2f} M |")
-    return "\n".join(lines) + ("\n\nThe text encoder, tokenizer and VAE are shared (stored once, in `weights/text2img/`); "
-                               "the upscaler has its own exactly rescaled copy of the VAE (see Training).")
+    return "\n".join(lines) + "\n\n" + sharing_note(weights)
+
+
+WHY_OWN = {("upscale", "vae"): "an exactly rescaled copy (see Training)",
+           ("text2img", "text_encoder"): "trained on with the cell-word attention loss, which "
+                                         "the other models were not trained against (Training, \"Cell words\")"}
+
+
+def sharing_note(weights: str = WEIGHTS) -> str:
+    """Which pipelines share which stored part, read from where the folders' links lead."""
+    users = {}
+    for task in ("text2img", "layout", "inpaint", "upscale"):
+        for part in ("tokenizer", "text_encoder", "vae"):
+            real = os.path.realpath(os.path.join(weights, task, part))
+            users.setdefault((part, real), []).append(task)
+    said = []
+    for (part, real), tasks in users.items():
+        name, home = {"vae": "VAE"}.get(part, part.replace("_", " ")), os.path.basename(os.path.dirname(real))
+        if len(tasks) == 1:
+            why = WHY_OWN.get((tasks[0], part))
+            said.append(f"{tasks[0]} has a {name} of its own" + (f", {why}" if why else ""))
+        else:
+            who = "all four" if len(tasks) == 4 else ", ".join(tasks)
+            said.append(f"the {name} is shared by {who} (stored once, in `weights/{home}/`)")
+    return "Stored parts: " + "; ".join(said) + "."
 
 
 def training_table(weights: str = WEIGHTS) -> str:
@@ -629,7 +652,7 @@ def write_card(path: str, results: dict, pipes: dict, example_rows, meta: str, w
         text = f.read()
     text = replace_section(text, "figures", meta + "\n\n" + figures_table(results))
     text = replace_section(text, "targets", targets_table(results))
-    text = replace_section(text, "architecture", architecture_table(pipes))
+    text = replace_section(text, "architecture", architecture_table(pipes, weights))
     text = replace_section(text, "training", training_table(weights))
     text = replace_section(text, "examples", examples_section(example_rows))
     with open(path, "w") as f:

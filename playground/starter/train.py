@@ -251,14 +251,38 @@ def trained_vae(device) -> torch.nn.Module:
     return vae.to(device).eval().requires_grad_(False)
 
 
-def trained_text(device, trainable: bool):
-    """Tokenizer and the text encoder trained with text2img (EMA weights)."""
+def shared_text_state() -> str:
+    """Where the text encoder of layout, inpaint and upscale lives: runs/text once
+    text2img has a text encoder of its own (--own-text), runs/text2img before."""
+    own = os.path.join(RUNS, "text", "state.safetensors")
+    return own if os.path.exists(own) else os.path.join(RUNS, "text2img", "state.safetensors")
+
+
+def ema_text_weights(path: str) -> dict:
+    tensors = load_file(path)
+    return {k[len("ema_text."):]: v for k, v in tensors.items() if k.startswith("ema_text.")}
+
+
+def trained_text(device, trainable: bool, path: str | None = None):
+    """Tokenizer and a trained text encoder (EMA weights): the shared one unless `path`
+    names another state."""
     tok = models.build_tokenizer()
     te = models.build_text_encoder(tok)
-    path = os.path.join(RUNS, "text2img", "state.safetensors")
-    tensors = load_file(path)
-    te.load_state_dict({k[len("ema_text."):]: v for k, v in tensors.items() if k.startswith("ema_text.")})
+    te.load_state_dict(ema_text_weights(path or shared_text_state()))
     return tok, te.to(device).train(trainable).requires_grad_(trainable)
+
+
+def fork_shared_text() -> None:
+    """Before text2img trains a text encoder of its own: keep the one the other models
+    were trained against in runs/text (once; later runs leave it)."""
+    path = os.path.join(RUNS, "text", "state.safetensors")
+    if os.path.exists(path):
+        return
+    te = models.build_text_encoder(models.build_tokenizer())
+    te.load_state_dict(ema_text_weights(os.path.join(RUNS, "text2img", "state.safetensors")))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_state(path, {"text": te}, {"text": Ema(te, 0.999)}, torch.optim.AdamW(te.parameters()), 0)
+    log("text", "the shared text encoder kept here; text2img trains its own from now on")
 
 
 def tokens(tok, texts, device):
@@ -534,6 +558,8 @@ def train_text2img(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
     tok = models.build_tokenizer()
+    if args.own_text:
+        fork_shared_text()
     te = models.build_text_encoder(tok).to(device).train()
     unet = models.build_unet("text2img").to(device).train()
     sched = models.build_scheduler()
@@ -1006,20 +1032,25 @@ def upscaler_vae(vae):
 
 
 def export(args):
-    """Write the four pipelines as fp16 diffusers folders; shared parts are stored once
-    (in text2img/) and linked from the other folders."""
+    """Write the four pipelines as fp16 diffusers folders. A part used by several
+    pipelines (tokenizer, VAE, the shared text encoder) is stored once, in the first folder
+    whose pipeline has it (text2img, layout, inpaint, upscale), and linked from the others."""
     import shutil
     from diffusers import (DDPMScheduler, StableDiffusionGLIGENPipeline, StableDiffusionInpaintPipeline,
                            StableDiffusionPipeline, StableDiffusionUpscalePipeline)
 
     vae = trained_vae("cpu")
     tok, te = trained_text("cpu", trainable=False)
+    own_te = te
+    if shared_text_state() != os.path.join(RUNS, "text2img", "state.safetensors"):
+        _, own_te = trained_text("cpu", trainable=False, path=os.path.join(RUNS, "text2img", "state.safetensors"))
     sched = models.build_default_scheduler()
     common = dict(vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched)
     upscale_parts = dict(common, vae=upscaler_vae(vae), scheduler=models.build_default_scheduler("upscale"))
     pipes = {
-        "text2img": StableDiffusionPipeline(**common, unet=_ema_unet("text2img"), safety_checker=None,
-                                            feature_extractor=None, requires_safety_checker=False),
+        "text2img": StableDiffusionPipeline(**dict(common, text_encoder=own_te), unet=_ema_unet("text2img"),
+                                            safety_checker=None, feature_extractor=None,
+                                            requires_safety_checker=False),
         "layout": StableDiffusionGLIGENPipeline(**common, unet=_ema_unet("layout"), safety_checker=None,
                                                 feature_extractor=None, requires_safety_checker=False),
         "inpaint": StableDiffusionInpaintPipeline(**common, unet=_ema_unet("inpaint"), safety_checker=None,
@@ -1028,18 +1059,18 @@ def export(args):
                                                   low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
                                                   max_noise_level=350),
     }
+    home = {}  # id of a shared part -> the folder that stores it
     for name, pipe in pipes.items():
         if not os.path.exists(os.path.join(RUNS, name, "state.safetensors")):
             continue
         out = os.path.join(args.weights, name)
         shutil.rmtree(out, ignore_errors=True)
         pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
-        if name != "text2img":
-            for part in ("vae", "text_encoder", "tokenizer"):
-                if part == "vae" and name == "upscale":
-                    continue  # its own rescaled copy: see upscaler_vae
+        for part in ("vae", "text_encoder", "tokenizer"):
+            stored = home.setdefault(id(getattr(pipe, part)), name)
+            if stored != name:  # the upscaler's rescaled VAE is its own (upscaler_vae)
                 shutil.rmtree(os.path.join(out, part))
-                os.symlink(os.path.join("..", "text2img", part), os.path.join(out, part))
+                os.symlink(os.path.join("..", stored, part), os.path.join(out, part))
         print("wrote", out, flush=True)
     steps = {}
     for task in ("vae", "text2img", "layout", "inpaint", "upscale"):
@@ -1072,23 +1103,35 @@ def trained_minutes(task: str) -> float:
     return round(total + last, 1)
 
 
+def own_text_encoder(weights: str) -> str | None:
+    """text2img's own text encoder folder in a shipped set, or None when it is the one
+    the other pipelines share."""
+    own = os.path.realpath(os.path.join(weights, "text2img", "text_encoder"))
+    shared = os.path.realpath(os.path.join(weights, "layout", "text_encoder"))
+    return own if os.path.isdir(shared) and own != shared else None
+
+
 def state_from_shipped(task: str, weights: str) -> bool:
     """Recreate runs/<task>/state.safetensors from the shipped fp16 folders, so training
     continues on a fresh clone (weights and EMA from the shipped model, optimiser afresh)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    folder = os.path.join(weights, "text2img" if task == "vae" else task)
+    folder = os.path.join(weights, {"vae": "text2img", "text": "layout"}.get(task, task))
     info = os.path.join(weights, "training.json")
     if not (os.path.isdir(folder) and os.path.exists(info)):
         return False
     with open(info) as f:
         shipped = json.load(f)
     step, minutes = shipped["steps"].get(task, 0), shipped.get("minutes", {}).get(task, 0.0)
-    if not step:
+    if task == "text" and own_text_encoder(weights) is None:
+        return False  # one text encoder for all four: it lives in text2img's state
+    if not step and task != "text":  # the shared text encoder trains with text2img: no steps of its own
         return False
     f32 = dict(torch_dtype=torch.float32)
-    if task == "vae":
+    if task == "text":
+        mods, extra = {"text": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **f32)}, {}
+    elif task == "vae":
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **f32)
         mods, extra = {"vae": vae}, {"scaling_factor": vae.config.scaling_factor}
     elif task == "text2img":
@@ -1130,6 +1173,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache-up", type=int, default=1500, help="256 px scene crops cached for the upscaler")
     ap.add_argument("--freeze-text", action="store_true",
                     help="text2img: keep the text encoder fixed (once other models use it)")
+    ap.add_argument("--own-text", action="store_true",
+                    help="text2img: train a text encoder of its own; the one layout, inpaint and "
+                         "upscale were trained against is kept in runs/text first (fork_shared_text)")
     ap.add_argument("--attention-loss", type=float, default=0.0,
                     help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
@@ -1185,7 +1231,7 @@ def main(argv=None):
     if args.task == "export":
         export(args)
     else:
-        needed = {"vae": ["vae"], "text2img": ["vae", "text2img"]}.get(args.task, ["vae", "text2img", args.task])
+        needed = {"vae": ["vae"]}.get(args.task, ["vae", "text", "text2img", args.task])
         for task in needed:
             if not os.path.exists(os.path.join(RUNS, task, "state.safetensors")):
                 state_from_shipped(task, args.weights)
