@@ -17,11 +17,8 @@
 # sharpened alone (--decoder-only: the encoder, and so every latent, stays). Each UNet
 # stage ends with its learning rate falling to a tenth (--anneal-to 0.1). The shipped
 # weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Continuing
-# text2img after layout/inpaint exist needs --freeze-text (they use its text encoder) or
-# --own-text, as in the last stage: text2img goes on with a text encoder of its own (the
-# shared one is kept in runs/text), trained to steer the cell words' cross-attention into
-# the object's box at high noise (--cell-attention-loss 1, with --high-noise-share 0.3 and
-# --x0-weight-floor 0.5), so that "in the top left" moves the object (MODEL_CARD, "Cell words").
+# text2img after layout/inpaint exist needs --freeze-text (they use its text encoder), or
+# --own-text to give text2img a text encoder of its own (MODEL_CARD, "Cell words").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 s=${1:-1}
@@ -38,6 +35,4 @@ wait
 $T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
             --anneal-to 0.1
 $T vae      --minutes "$(m 10)" --batch 32 --crop 64 --decoder-only --lr 3e-4
-$T text2img --minutes "$(m 60)" --batch 32 --own-text --attention-loss 0.01 --cell-attention-loss 1 \
-            --high-noise-share 0.3 --x0-weight-floor 0.5 --article-share 0.1 --lr 3e-4 --anneal-to 0.1
 $T export
