@@ -251,11 +251,14 @@ def trained_vae(device) -> torch.nn.Module:
     return vae.to(device).eval().requires_grad_(False)
 
 
+def state_path(task: str) -> str:
+    return os.path.join(RUNS, task, "state.safetensors")
+
+
 def shared_text_state() -> str:
     """Where the text encoder of layout, inpaint and upscale lives: runs/text once
     text2img has a text encoder of its own (--own-text), runs/text2img before."""
-    own = os.path.join(RUNS, "text", "state.safetensors")
-    return own if os.path.exists(own) else os.path.join(RUNS, "text2img", "state.safetensors")
+    return state_path("text") if os.path.exists(state_path("text")) else state_path("text2img")
 
 
 def ema_text_weights(path: str) -> dict:
@@ -275,11 +278,11 @@ def trained_text(device, trainable: bool, path: str | None = None):
 def fork_shared_text() -> None:
     """Before text2img trains a text encoder of its own: keep the one the other models
     were trained against in runs/text (once; later runs leave it)."""
-    path = os.path.join(RUNS, "text", "state.safetensors")
+    path = state_path("text")
     if os.path.exists(path):
         return
     te = models.build_text_encoder(models.build_tokenizer())
-    te.load_state_dict(ema_text_weights(os.path.join(RUNS, "text2img", "state.safetensors")))
+    te.load_state_dict(ema_text_weights(state_path("text2img")))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_state(path, {"text": te}, {"text": Ema(te, 0.999)}, torch.optim.AdamW(te.parameters()), 0)
     log("text", "the shared text encoder kept here; text2img trains its own from now on")
@@ -1041,9 +1044,8 @@ def export(args):
 
     vae = trained_vae("cpu")
     tok, te = trained_text("cpu", trainable=False)
-    own_te = te
-    if shared_text_state() != os.path.join(RUNS, "text2img", "state.safetensors"):
-        _, own_te = trained_text("cpu", trainable=False, path=os.path.join(RUNS, "text2img", "state.safetensors"))
+    own_te = te if shared_text_state() == state_path("text2img") else \
+        trained_text("cpu", trainable=False, path=state_path("text2img"))[1]
     sched = models.build_default_scheduler()
     common = dict(vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched)
     upscale_parts = dict(common, vae=upscaler_vae(vae), scheduler=models.build_default_scheduler("upscale"))
