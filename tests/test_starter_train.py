@@ -3,6 +3,7 @@ even when it regroups its parameters (the layout run gives its gated layers thei
 from __future__ import annotations
 
 import argparse
+import json
 import random
 
 import numpy as np
@@ -259,6 +260,51 @@ def test_text2img_with_a_text_encoder_of_its_own_exports_it_apart_from_the_share
     assert train.state_from_shipped("text", str(out))
     again = train.ema_text_weights(train.shared_text_state())
     assert all(torch.allclose(again[k], shared[k].half().float()) for k in shared)
+
+
+def test_export_writes_only_the_pipelines_that_have_a_state(tmp_path, monkeypatch):
+    """An experiment's runs folder may hold text2img's state alone: export writes that
+    pipeline and skips the others, instead of failing on their missing states."""
+    import os
+    monkeypatch.setattr(train, "RUNS", str(tmp_path / "runs"))
+    for task in ("vae", "text2img"):
+        assert train.state_from_shipped(task, train.WEIGHTS)
+    out = tmp_path / "weights"
+    train.export(argparse.Namespace(weights=str(out)))
+    assert sorted(p.name for p in out.iterdir()) == ["text2img", "training.json"]
+    assert not os.path.islink(out / "text2img" / "text_encoder")
+    with open(out / "training.json") as f:
+        assert sorted(json.load(f)["steps"]) == ["text2img", "vae"]
+
+
+def test_cell_words_only_trains_the_cell_words_rows_and_leaves_the_object_words_outputs(monkeypatch):
+    """--cell-words-only: one optimiser step changes only the cell words' input embeddings,
+    so the encoder's outputs at the words before the cell phrase stay exactly the same."""
+    torch.manual_seed(0)
+    tok = models.build_tokenizer()
+    te = models.build_text_encoder(tok)
+    before_table = te.get_input_embeddings().weight.detach().clone()
+    before_weights = {k: v.clone() for k, v in te.state_dict().items()}
+    train.train_only_cell_words(te, tok)
+    ids = train.tokens(tok, ["a red circle in the top left on a white background"], "cpu")
+    with torch.no_grad():
+        before_out = te(ids)[0]
+    opt = torch.optim.AdamW([p for p in te.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    te(ids)[0].square().sum().backward()
+    opt.step()
+
+    table = te.get_input_embeddings().weight.detach()
+    changed = (table != before_table).any(dim=1).nonzero().flatten().tolist()
+    assert changed == sorted(tok.convert_tokens_to_ids(["top", "left"]))
+    assert set(changed) <= set(train.cell_word_ids(tok))
+    for key, value in te.state_dict().items():
+        if not key.endswith("embeddings.token_embedding.weight"):
+            assert torch.equal(value, before_weights[key]), key
+    with torch.no_grad():
+        after_out = te(ids)[0]
+    first_cell = tok.tokenize("a red circle in the top left").index("top") + 1  # after the start token
+    assert torch.equal(after_out[0, :first_cell], before_out[0, :first_cell])  # "a red circle in the"
+    assert not torch.allclose(after_out[0, first_cell], before_out[0, first_cell])
 
 
 def test_anneal_to_lowers_the_rate_linearly_over_the_run(tmp_path, monkeypatch):

@@ -574,6 +574,9 @@ def train_text2img(args, device):
         # the other starter models were trained against this text encoder: keep it fixed
         te.load_state_dict(emas["text"].shadow)
         te.requires_grad_(False)
+    if args.cell_words_only:
+        te.load_state_dict(emas["text"].shadow)  # the weights the other tokens keep
+        train_only_cell_words(te, tok)
 
     attention = AttentionSupervision("text2img", unet, tok, args.attention_loss,
                                      record=bool(args.cell_attention_loss))
@@ -597,6 +600,24 @@ def train_text2img(args, device):
         return cells.added_to(loss, step, targets, cell_words, t)
 
     loop.run(loss_fn)
+
+
+def cell_word_ids(tok) -> list[int]:
+    return sorted(tok.convert_tokens_to_ids(sorted(attention_loss.CELL_WORD_SET)))
+
+
+def train_only_cell_words(te, tok) -> None:
+    """--cell-words-only: of the text encoder, only the cell words' rows of the input
+    embedding learn; every other weight stays as forked. The encoder is causal and the cell
+    phrase follows its object's words, so the object words' outputs (which the UNet reads
+    colour and shape from) stay exactly as before; what changes is what the cell words
+    (and the words after them) say."""
+    te.requires_grad_(False)
+    table = te.get_input_embeddings().weight
+    learns = torch.zeros(table.shape[0], 1, device=table.device)
+    learns[cell_word_ids(tok)] = 1.0
+    table.requires_grad_(True)
+    table.register_hook(lambda grad: grad * learns)
 
 
 class BoxSupervision:
@@ -1044,27 +1065,31 @@ def export(args):
 
     vae = trained_vae("cpu")
     tok, te = trained_text("cpu", trainable=False)
-    own_te = te if shared_text_state() == state_path("text2img") else \
-        trained_text("cpu", trainable=False, path=state_path("text2img"))[1]
     sched = models.build_default_scheduler()
     common = dict(vae=vae, text_encoder=te, tokenizer=tok, scheduler=sched)
-    upscale_parts = dict(common, vae=upscaler_vae(vae), scheduler=models.build_default_scheduler("upscale"))
-    pipes = {
-        "text2img": StableDiffusionPipeline(**dict(common, text_encoder=own_te), unet=_ema_unet("text2img"),
-                                            safety_checker=None, feature_extractor=None,
-                                            requires_safety_checker=False),
-        "layout": StableDiffusionGLIGENPipeline(**common, unet=_ema_unet("layout"), safety_checker=None,
-                                                feature_extractor=None, requires_safety_checker=False),
-        "inpaint": StableDiffusionInpaintPipeline(**common, unet=_ema_unet("inpaint"), safety_checker=None,
-                                                  feature_extractor=None, requires_safety_checker=False),
-        "upscale": StableDiffusionUpscalePipeline(**upscale_parts, unet=_ema_unet("upscale"),
-                                                  low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
-                                                  max_noise_level=350),
+    no_checker = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    up_vae = upscaler_vae(vae)  # rescaled in float32, before a pipeline turns `vae` to fp16
+
+    def own_text():
+        if shared_text_state() == state_path("text2img"):
+            return te
+        return trained_text("cpu", trainable=False, path=state_path("text2img"))[1]
+
+    builders = {  # built only for the tasks that have a state
+        "text2img": lambda: StableDiffusionPipeline(**dict(common, text_encoder=own_text()),
+                                                    unet=_ema_unet("text2img"), **no_checker),
+        "layout": lambda: StableDiffusionGLIGENPipeline(**common, unet=_ema_unet("layout"), **no_checker),
+        "inpaint": lambda: StableDiffusionInpaintPipeline(**common, unet=_ema_unet("inpaint"), **no_checker),
+        "upscale": lambda: StableDiffusionUpscalePipeline(
+            **dict(common, vae=up_vae, scheduler=models.build_default_scheduler("upscale")),
+            unet=_ema_unet("upscale"), low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
+            max_noise_level=350),
     }
     home = {}  # id of a shared part -> the folder that stores it
-    for name, pipe in pipes.items():
-        if not os.path.exists(os.path.join(RUNS, name, "state.safetensors")):
+    for name, build in builders.items():
+        if not os.path.exists(state_path(name)):
             continue
+        pipe = build()
         out = os.path.join(args.weights, name)
         shutil.rmtree(out, ignore_errors=True)
         pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
@@ -1178,6 +1203,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--own-text", action="store_true",
                     help="text2img: train a text encoder of its own; the one layout, inpaint and "
                          "upscale were trained against is kept in runs/text first (fork_shared_text)")
+    ap.add_argument("--cell-words-only", action="store_true",
+                    help="text2img with --own-text: of its text encoder, train only the cell "
+                         "words' input embeddings (see train_only_cell_words)")
     ap.add_argument("--attention-loss", type=float, default=0.0,
                     help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
