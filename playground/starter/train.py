@@ -577,6 +577,8 @@ def train_text2img(args, device):
     if args.cell_words_only:
         te.load_state_dict(emas["text"].shadow)  # the weights the other tokens keep
         train_only_cell_words(te, tok)
+    if args.freeze_unet:
+        unet.requires_grad_(False)  # the loss's gradient still reaches the text encoder through it
 
     attention = AttentionSupervision("text2img", unet, tok, args.attention_loss,
                                      record=bool(args.cell_attention_loss))
@@ -1206,6 +1208,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--cell-words-only", action="store_true",
                     help="text2img with --own-text: of its text encoder, train only the cell "
                          "words' input embeddings (see train_only_cell_words)")
+    ap.add_argument("--freeze-unet", action="store_true",
+                    help="text2img: keep the UNet fixed (with --cell-words-only, only the cell "
+                         "words' embeddings learn)")
     ap.add_argument("--attention-loss", type=float, default=0.0,
                     help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
