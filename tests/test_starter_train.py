@@ -307,6 +307,35 @@ def test_cell_words_only_trains_the_cell_words_rows_and_leaves_the_object_words_
     assert not torch.allclose(after_out[0, first_cell], before_out[0, first_cell])
 
 
+def shipped_step(task: str) -> int:
+    with open(train.os.path.join(train.WEIGHTS, "training.json")) as f:
+        return json.load(f)["steps"][task]
+
+
+def test_text2img_with_a_frozen_unet_and_cell_words_only_changes_only_the_cell_words_rows(
+        tmp_path, monkeypatch):
+    """`train text2img --own-text --cell-words-only --freeze-unet`, two steps from the
+    shipped state: the UNet stays as shipped, and of text2img's own encoder only cell words'
+    embedding rows move; the shared encoder is kept in runs/text."""
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    train.main(["text2img", "--own-text", "--cell-words-only", "--freeze-unet", "--cell-attention-loss", "1",
+                "--high-noise-share", "1", "--cache", "16", "--batch", "4", "--lr", "1e-2",
+                "--max-steps", str(shipped_step("text2img") + 2), "--prefetch", "0"])
+    after = load_file(str(tmp_path / "text2img" / "state.safetensors"))
+    shared = train.ema_text_weights(str(tmp_path / "text" / "state.safetensors"))
+    own = train.ema_text_weights(str(tmp_path / "text2img" / "state.safetensors"))
+    same = lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-7)  # the EMA's rounding only
+    assert all(same(own[k], v) for k, v in shared.items() if not k.endswith("token_embedding.weight"))
+    key = next(k for k in own if k.endswith("token_embedding.weight"))
+    moved = ((own[key] - shared[key]).abs() > 1e-5).any(dim=1).nonzero().flatten().tolist()
+    assert moved and set(moved) <= set(train.cell_word_ids(models.build_tokenizer()))
+    unet = train.ema_unet_weights("text2img")
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(train, "RUNS", str(fresh))
+    assert train.state_from_shipped("text2img", train.WEIGHTS)
+    assert all(same(unet[k], v) for k, v in train.ema_unet_weights("text2img").items())
+
+
 def test_anneal_to_lowers_the_rate_linearly_over_the_run(tmp_path, monkeypatch):
     assert train.annealed(3e-4, 0.0, 0.1) == 3e-4
     assert train.annealed(3e-4, 2.0, 0.1) == pytest.approx(3e-5)  # never below the end rate
