@@ -312,13 +312,14 @@ def shipped_step(task: str) -> int:
         return json.load(f)["steps"][task]
 
 
+@pytest.mark.parametrize("unet_held", [["--freeze-unet"], ["--unet-lr-scale", "0"]])
 def test_text2img_with_a_frozen_unet_and_cell_words_only_changes_only_the_cell_words_rows(
-        tmp_path, monkeypatch):
-    """`train text2img --own-text --cell-words-only --freeze-unet`, two steps from the
-    shipped state: the UNet stays as shipped, and of text2img's own encoder only cell words'
+        tmp_path, monkeypatch, unet_held):
+    """`train text2img --own-text --cell-words-only --freeze-unet` (or a UNet learning
+    rate of 0), two steps from the shipped state: the UNet stays as shipped, and of text2img's own encoder only cell words'
     embedding rows move; the shared encoder is kept in runs/text."""
     monkeypatch.setattr(train, "RUNS", str(tmp_path))
-    train.main(["text2img", "--own-text", "--cell-words-only", "--freeze-unet", "--cell-attention-loss", "1",
+    train.main(["text2img", "--own-text", "--cell-words-only", *unet_held, "--cell-attention-loss", "1",
                 "--high-noise-share", "1", "--cache", "16", "--batch", "4", "--lr", "1e-2",
                 "--max-steps", str(shipped_step("text2img") + 2), "--prefetch", "0"])
     after = load_file(str(tmp_path / "text2img" / "state.safetensors"))

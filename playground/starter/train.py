@@ -568,7 +568,8 @@ def train_text2img(args, device):
     sched = models.build_scheduler()
     emas = {"unet": Ema(unet, 0.999), "text": Ema(te, 0.999)}
     loop = Loop("text2img", args, {"unet": unet, "text": te}, emas,
-                list(unet.parameters()) + list(te.parameters()))
+                [{"params": list(unet.parameters()), "lr_scale": args.unet_lr_scale},
+                 {"params": list(te.parameters())}])
     rng = random.Random(2000 + loop.step)
     if args.freeze_text:
         # the other starter models were trained against this text encoder: keep it fixed
@@ -1211,6 +1212,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--freeze-unet", action="store_true",
                     help="text2img: keep the UNet fixed (with --cell-words-only, only the cell "
                          "words' embeddings learn)")
+    ap.add_argument("--unet-lr-scale", type=float, default=1.0,
+                    help="text2img: the UNet's learning rate as a multiple of --lr (the text "
+                         "encoder's is --lr)")
     ap.add_argument("--attention-loss", type=float, default=0.0,
                     help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
