@@ -571,12 +571,12 @@ def train_text2img(args, device):
                 [{"params": list(unet.parameters()), "lr_scale": args.unet_lr_scale},
                  {"params": list(te.parameters())}])
     rng = random.Random(2000 + loop.step)
-    if args.freeze_text:
+    if args.freeze_text or args.cell_words_only:
         # the other starter models were trained against this text encoder: keep it fixed
+        # (all of it, or all but the cell words' embeddings)
         te.load_state_dict(emas["text"].shadow)
         te.requires_grad_(False)
     if args.cell_words_only:
-        te.load_state_dict(emas["text"].shadow)  # the weights the other tokens keep
         train_only_cell_words(te, tok)
     if args.freeze_unet:
         unet.requires_grad_(False)  # the loss's gradient still reaches the text encoder through it
@@ -606,7 +606,7 @@ def train_text2img(args, device):
 
 
 def cell_word_ids(tok) -> list[int]:
-    return sorted(tok.convert_tokens_to_ids(sorted(attention_loss.CELL_WORD_SET)))
+    return sorted(tok.convert_tokens_to_ids(list(attention_loss.CELL_WORD_SET)))
 
 
 def train_only_cell_words(te, tok) -> None:
