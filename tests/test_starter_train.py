@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import time
 
 import numpy as np
 import pytest
@@ -115,6 +116,14 @@ def test_a_failed_batch_is_raised_in_the_training_loop():
     assert [batches(), batches()] == [0, 1]
     with pytest.raises(ValueError, match="bad scene"):
         batches()
+
+
+def test_closing_a_prefetch_stops_its_thread_even_with_the_queue_full():
+    batches = train.Prefetch(lambda step: step, first=0, depth=2)
+    assert batches() == 0
+    time.sleep(0.05)  # the thread fills the queue and waits to put the next one
+    batches.close()
+    assert not batches.thread.is_alive()
 
 
 def test_x0_weight_floor_raises_only_the_high_noise_weights():

@@ -199,12 +199,14 @@ class Prefetch:
 
     def __init__(self, make, first: int, depth: int):
         self.make, self.step, self.depth = make, first, depth
+        self.closing = threading.Event()
         if depth:
             self.ready = queue.Queue(maxsize=depth)
-            threading.Thread(target=self._fill, daemon=True).start()
+            self.thread = threading.Thread(target=self._fill, daemon=True)
+            self.thread.start()
 
     def _fill(self):
-        while True:
+        while not self.closing.is_set():
             try:
                 batch = self.make(self.step)
             except Exception as error:  # raised again in the training loop
@@ -212,6 +214,20 @@ class Prefetch:
                 return
             self.ready.put(batch)
             self.step += 1
+
+    def close(self):
+        """Stop the thread and wait for it. A daemon thread still inside torch when a CUDA
+        process exits made it abort ("terminate called without an active exception")
+        after its state was saved, so a run's exit status said it failed."""
+        if not self.depth:
+            return
+        self.closing.set()
+        while self.thread.is_alive():
+            try:
+                self.ready.get(timeout=0.1)  # frees a slot for a put that waits
+            except queue.Empty:
+                pass
+        self.thread.join()
 
     def __call__(self):
         if not self.depth:
@@ -602,7 +618,10 @@ def train_text2img(args, device):
         loss = attention.added_to(loss, step, targets)
         return cells.added_to(loss, step, targets, cell_words, t)
 
-    loop.run(loss_fn)
+    try:
+        loop.run(loss_fn)
+    finally:
+        batches.close()
 
 
 def cell_word_ids(tok) -> list[int]:
@@ -876,7 +895,10 @@ def train_layout(args, device):
         loss = grounding.added_to(loss, step, gligen)
         return attention.added_to(loss, step, targets)
 
-    loop.run(loss_fn)
+    try:
+        loop.run(loss_fn)
+    finally:
+        batches.close()
 
 
 def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: bool = False,
@@ -959,7 +981,10 @@ def train_inpaint(args, device):
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
         return attention.added_to(loss, step, targets)
 
-    loop.run(loss_fn)
+    try:
+        loop.run(loss_fn)
+    finally:
+        batches.close()
 
 
 def upscale_cache(n: int, crop: int, vae, seed: int):
