@@ -191,6 +191,11 @@ def test_position_probe_measures_how_far_the_cell_words_move_the_object():
     followed = {"top left": ((1 / 6, 1 / 6), 1.0), "bottom right": ((5 / 6, 5 / 6), 1.0),
                 "centre": (None, 0.0)}
     assert pp.spread(followed) == pytest.approx(2 / 3 * 2 ** 0.5)
+    triangle = {"colour": "red", "shape": "triangle", "score": 0.9}
+    assert pp.looks_asked({"objects": [triangle]}, "red", "triangle")
+    assert not pp.looks_asked({"objects": [triangle, dict(triangle, shape="circle", score=0.95)]},
+                              "red", "triangle")
+    assert not pp.looks_asked({"objects": []}, "red", "triangle")
 
 
 def test_position_why_probes_find_place_in_clean_latents_and_coordinates_in_features():

@@ -1,9 +1,11 @@
 """Does the cell named in the prompt move the object? For one object asked in each of the
 nine cells, makes pictures over a few seeds with the playground's defaults, and prints where
-the judge finds the object (mean box centre, as fractions of the picture) and how often it
-lands in the asked cell.
+the judge finds the object (mean box centre, as fractions of the picture), how often it
+lands in the asked cell, and how often it has the asked colour and shape (a model can learn
+the cells and lose the shapes of prompts that name a cell).
 
     python -m playground.starter.probe_position [--seeds 6] [--steps 20] [--weights DIR]
+                                                [--object "a small red circle"]
     python -m playground.starter.probe_position --why
     python -m playground.starter.probe_position [--why] --state runs/text2img/state.safetensors
     python -m playground.starter.probe_position --gates [--state runs/layout/state.safetensors]
@@ -38,7 +40,7 @@ import numpy as np
 
 from .world import BASE, CELLS, cell_of
 
-PROMPT = "a small red circle {where}"
+OBJECT = "a small red circle"
 
 
 def cell_phrase(cell: str) -> str:
@@ -54,22 +56,34 @@ def object_centre(reading: dict):
     return (x0 + x1) / 2, (y0 + y1) / 2
 
 
-def probe(pg, judge, seeds, steps: int) -> dict:
-    """{cell: (mean centre or None, share of pictures with the object in that cell)}."""
+def looks_asked(reading: dict, colour: str, shape: str) -> bool:
+    """The object the judge is surest of has the asked colour and shape."""
+    if not reading["objects"]:
+        return False
+    surest = max(reading["objects"], key=lambda o: o["score"])
+    return surest["colour"] == colour and surest["shape"] == shape
+
+
+def probe(pg, judge, seeds, steps: int, obj: str = OBJECT) -> dict:
+    """{cell: (mean centre or None, share of pictures with the object in that cell,
+    share with its colour and shape right)} for `obj` ("a <size> <colour> <shape>")."""
+    colour, shape = obj.split()[-2:]
     out = {}
     for cell in CELLS:
-        prompt = PROMPT.format(where=cell_phrase(cell))
+        prompt = f"{obj} {cell_phrase(cell)}"
         images = [pg.text_to_image(prompt, steps=steps, seed=s) for s in seeds]
-        centres = [object_centre(r) for r in judge.read_many(images)]
+        readings = judge.read_many(images)
+        centres = [object_centre(r) for r in readings]
         found = [c for c in centres if c is not None]
         mean = tuple(np.mean(found, axis=0)) if found else None
-        out[cell] = (mean, sum(cell_of(*c) == cell for c in found) / len(seeds))
+        out[cell] = (mean, sum(cell_of(*c) == cell for c in found) / len(seeds),
+                     sum(looks_asked(r, colour, shape) for r in readings) / len(seeds))
     return out
 
 
 def spread(result: dict) -> float:
     """Largest distance between two cells' mean centres (0: the words move nothing)."""
-    centres = [np.array(c) for c, _ in result.values() if c is not None]
+    centres = [np.array(v[0]) for v in result.values() if v[0] is not None]
     return max((float(np.linalg.norm(a - b)) for a in centres for b in centres), default=0.0)
 
 
@@ -281,6 +295,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=None, help="starter weights folder to probe")
+    ap.add_argument("--object", default=OBJECT, help='the object asked for: "a <size> <colour> <shape>"')
     ap.add_argument("--why", action="store_true", help="measure why (see above) instead")
     ap.add_argument("--state", default=None,
                     help="a text2img (or, with --gates, layout) training state to probe (see above)")
@@ -308,10 +323,14 @@ def main(argv=None):
         pictures = PipelinePictures(text2img_pipeline(folder, args.state), default_guidance("text2img"))
     else:
         pictures = Playground(device="cpu")
-    result = probe(pictures, Judge.load(), range(args.seeds), args.steps)
-    for cell, (centre, right) in result.items():
+    result = probe(pictures, Judge.load(), range(args.seeds), args.steps, args.object)
+    for cell, (centre, right, looks) in result.items():
         where = "no object found" if centre is None else f"x {centre[0]:.2f} y {centre[1]:.2f}"
-        print(f"asked {cell:12s} mean centre {where}; in the asked cell {right:.2f}")
+        print(f"asked {cell:12s} mean centre {where}; in the asked cell {right:.2f}; "
+              f"colour and shape right {looks:.2f}")
+    n = args.seeds * len(result)
+    print(f"in the asked cell {round(sum(v[1] for v in result.values()) * args.seeds)} of {n}; "
+          f"colour and shape right {round(sum(v[2] for v in result.values()) * args.seeds)} of {n}")
     print(f"spread of the mean centres: {spread(result):.2f} (the renders: about 0.9)")
 
 
