@@ -154,7 +154,15 @@ class Loop:
         if self.step:
             log(task, f"resumed at step {self.step}")
 
-    def run(self, loss_fn):
+    def run(self, loss_fn, batches: "Prefetch | None" = None):
+        """Train until the minutes or steps run out; `batches`, if given, is closed at the end."""
+        try:
+            self._run(loss_fn)
+        finally:
+            if batches is not None:
+                batches.close()
+
+    def _run(self, loss_fn):
         args, t0, last_save, losses = self.args, time.time(), time.time(), []
         first_step = self.step
         stop_asked = []  # `kill <pid>` ends the run after this step, with its state saved
@@ -618,10 +626,7 @@ def train_text2img(args, device):
         loss = attention.added_to(loss, step, targets)
         return cells.added_to(loss, step, targets, cell_words, t)
 
-    try:
-        loop.run(loss_fn)
-    finally:
-        batches.close()
+    loop.run(loss_fn, batches)
 
 
 def cell_word_ids(tok) -> list[int]:
@@ -895,10 +900,7 @@ def train_layout(args, device):
         loss = grounding.added_to(loss, step, gligen)
         return attention.added_to(loss, step, targets)
 
-    try:
-        loop.run(loss_fn)
-    finally:
-        batches.close()
+    loop.run(loss_fn, batches)
 
 
 def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: bool = False,
@@ -981,10 +983,7 @@ def train_inpaint(args, device):
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
         return attention.added_to(loss, step, targets)
 
-    try:
-        loop.run(loss_fn)
-    finally:
-        batches.close()
+    loop.run(loss_fn, batches)
 
 
 def upscale_cache(n: int, crop: int, vae, seed: int):
