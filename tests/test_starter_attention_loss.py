@@ -170,3 +170,34 @@ def test_the_cell_word_mask_marks_only_the_object_phrases_cell_words(tokenizer):
     words = tokenizer.tokenize("two objects: a red circle on the right and a blue square")
     assert [words[i - 1] for i in mask[2].nonzero().flatten().tolist()] == ["right"]
     assert mask[3].sum() == 0
+
+
+def test_token_objects_index_each_content_word_by_its_object_phrase(tokenizer):
+    text = "a blue square in the bottom right and a green triangle in the top"
+    objects = al.token_objects(tokenizer, [text, ""], 16)
+    words = tokenizer.tokenize(text)
+    by_object = [[words[t - 1] for t in (objects[0] == o).nonzero().flatten().tolist()] for o in (0, 1)]
+    assert by_object == [["blue", "square", "bottom", "right"], ["green", "triangle", "top"]]
+    assert (objects[1] == -1).all()
+
+
+def test_the_crowding_share_is_the_cell_words_part_of_the_phrases_attention_in_the_box(tokenizer):
+    from playground.starter.world import Obj, Scene
+    text = "a red circle in the top left"
+    scene = Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))])
+    boxes, valid = al.token_targets(tokenizer, [text], [scene], 77)
+    cells = al.cell_word_mask(tokenizer, [text], 77)
+    objects = al.token_objects(tokenizer, [text], 77)
+    even = torch.full((1, 64, 77), 1 / 77)
+    assert float(al.cell_share_in_box([even], boxes, valid, cells, objects)) == pytest.approx(0.5)
+    inside = al.box_coverage((0.0, 0.0, 0.5, 0.5), 8).flatten().bool()
+    crowded = torch.zeros(1, 64, 77)
+    crowded[0][inside, 6] = 1.0   # "top" takes the box,
+    crowded[0][~inside, 2] = 1.0  # "red" only gets the outside
+    assert float(al.cell_share_in_box([crowded], boxes, valid, cells, objects)) == pytest.approx(1.0)
+    looks = crowded.clone()
+    looks[0][inside, 6], looks[0][inside, 2] = 0.2, 0.8
+    share = al.cell_share_in_box([looks, even], boxes, valid, cells, objects)
+    assert float(share) == pytest.approx((0.2 + 0.5) / 2)  # a mean over the layers
+    no_cell = al.token_objects(tokenizer, ["a red circle"], 77)
+    assert float(al.cell_share_in_box([even], boxes, valid, cells * 0, no_cell)) == 0.0

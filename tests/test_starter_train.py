@@ -182,6 +182,22 @@ def test_cell_attention_loss_counts_only_the_cell_words_of_high_noise_samples():
     assert off.added_to(loss, 0, targets, None, None) is loss
 
 
+def test_crowding_loss_adds_the_weighted_cell_share_and_is_off_at_zero():
+    from playground.starter.world import Obj, Scene
+    tok = models.build_tokenizer()
+    attention = train.AttentionSupervision("text2img", models.build_unet("text2img"), tok, 0.0,
+                                           record=True)
+    crowding = train.CrowdingSupervision(attention, 2.0)
+    texts = ["a red circle in the top left"] * 2
+    scenes = [Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))])] * 2
+    targets, phrases = attention.targets(texts, scenes), crowding.targets(texts)
+    attention.recorder.records[:] = [torch.full((2, 64, 77), 1 / 77)]  # spread evenly
+    loss = torch.tensor(1.0)
+    assert float(crowding.added_to(loss, 0, targets, phrases)) == pytest.approx(1 + 2 * 0.5)
+    off = train.CrowdingSupervision(attention, 0.0)
+    assert off.targets(texts) is None and off.added_to(loss, 0, targets, None) is loss
+
+
 def test_low_noise_share_draws_that_share_of_levels_near_the_default():
     torch.manual_seed(0)
     plain = train.low_res_noise_levels(20000, 0.0, "cpu")

@@ -99,6 +99,19 @@ def cell_word_mask(tokenizer, captions: list[str], n_tokens: int) -> torch.Tenso
     return mask
 
 
+def token_objects(tokenizer, captions: list[str], n_tokens: int) -> torch.Tensor:
+    """(batch, tokens): the index of the object phrase each content word belongs to, -1
+    for every other token (positions after the start token, as in token_targets)."""
+    objects = torch.full((len(captions), n_tokens), -1, dtype=torch.long)
+    for b, text in enumerate(captions):
+        groups = object_word_positions(tokenizer.tokenize(text)) if text else []
+        for o, group in enumerate(groups):
+            for index in group:
+                if index + 1 < n_tokens:
+                    objects[b, index + 1] = o
+    return objects
+
+
 def coverage_maps(boxes: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
     """(batch, tokens, n*n) coverage of each supervised token's box on an n x n grid."""
     out = torch.zeros(*boxes.shape[:2], n * n)
@@ -145,6 +158,32 @@ def outside_box_loss(records: list[torch.Tensor], boxes: torch.Tensor,
         inside = (mass * by_size[n]).sum(-1) / mass.sum(-1).clamp_min(1e-8)
         v = valid.to(probs.device)
         losses.append((((1 - inside) ** power) * v).sum() / v.sum())
+    return torch.stack(losses).mean()
+
+
+def cell_share_in_box(records: list[torch.Tensor], boxes: torch.Tensor, valid: torch.Tensor,
+                      cell_words: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+    """Mean, over layers and objects whose phrase names a cell, of the cell words' share of
+    the attention that the phrase's words get inside the object's box. When it is high,
+    the cell words crowd the colour, shape and size words out of the box's attention."""
+    usable = valid * (objects >= 0)
+    if not (usable * cell_words).any():
+        return records[0].sum() * 0
+    slots = objects.clamp_min(0) + objects.shape[1] * torch.arange(len(objects))[:, None]
+    losses, by_size = [], {}
+    for probs in records:
+        n = round(probs.shape[1] ** 0.5)
+        if n not in by_size:
+            by_size[n] = coverage_maps(boxes, valid, n).to(probs.device)
+        in_box = (probs.transpose(1, 2) * by_size[n]).sum(-1)  # (batch, tokens)
+        idx, v = slots.flatten().to(probs.device), usable.to(probs.device).flatten()
+        cell = torch.zeros(slots.numel(), device=probs.device).index_add(
+            0, idx, in_box.flatten() * v * cell_words.to(probs.device).flatten())
+        phrase = torch.zeros(slots.numel(), device=probs.device).index_add(
+            0, idx, in_box.flatten() * v)
+        named = torch.zeros(slots.numel(), device=probs.device).index_add(
+            0, idx, v * cell_words.to(probs.device).flatten()) > 0
+        losses.append((cell[named] / phrase[named].clamp_min(1e-8)).mean())
     return torch.stack(losses).mean()
 
 

@@ -606,24 +606,27 @@ def train_text2img(args, device):
         unet.requires_grad_(False)  # the loss's gradient still reaches the text encoder through it
 
     attention = AttentionSupervision("text2img", unet, tok, args.attention_loss,
-                                     record=bool(args.cell_attention_loss))
+                                     record=bool(args.cell_attention_loss or args.crowding_loss))
     cells = CellAttentionSupervision(attention, args.cell_attention_loss)
+    crowding = CrowdingSupervision(attention, args.crowding_loss)
     orange = with_an_orange_object(scenes)
 
     def make_batch(step):
         idx, texts = captioned_batch(rng, scenes, args.batch, orange, args.article_share)
         batch_scenes = [scenes[i] for i in idx]
-        return idx, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes), cells.targets(texts)
+        return (idx, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes),
+                cells.targets(texts), crowding.targets(texts))
 
     batches = Prefetch(make_batch, loop.step, args.prefetch)
 
     def loss_fn(step):
-        idx, ids, targets, cell_words = batches()
+        idx, ids, targets, cell_words, phrases = batches()
         cond = te(ids.to(device))[0]
         attention.start_pass()
         t = cells.timesteps(args.batch, sched, device)
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, t=t)
         loss = attention.added_to(loss, step, targets)
+        loss = crowding.added_to(loss, step, targets, phrases)
         return cells.added_to(loss, step, targets, cell_words, t)
 
     loop.run(loss_fn, batches)
@@ -721,6 +724,39 @@ class CellAttentionSupervision(BoxSupervision):
         boxes, valid = targets
         high = (t >= HIGH_NOISE_FROM).float().cpu()[:, None]
         return self.weighted(loss, step, boxes, valid * cell_words * high)
+
+
+class CrowdingSupervision:
+    """--crowding-loss (text2img): the cell words' share of the attention that their phrase's
+    words get inside the object's box (attention_loss.cell_share_in_box), at every noise
+    level. The cell-word loss pulled the cell words' attention into the box, where it
+    crowded out the colour and shape words and the look was lost (MODEL_CARD.md, "Cell
+    words"); this keeps the look words' part of the box."""
+
+    label = "cell words' share of the attention in the box"
+
+    def __init__(self, attention: AttentionSupervision, weight: float):
+        self.task, self.tok, self.weight = attention.task, attention.tok, weight
+        self.recorder = attention.recorder if weight else None
+        self.history: list[float] = []
+
+    def targets(self, texts, n_tokens: int = models.MAX_TOKENS):
+        """(cell word mask, object index) per token (None when the loss is off)."""
+        if not self.weight:
+            return None
+        return (attention_loss.cell_word_mask(self.tok, texts, n_tokens),
+                attention_loss.token_objects(self.tok, texts, n_tokens))
+
+    def added_to(self, loss, step: int, targets, phrases):
+        if not self.weight:
+            return loss
+        (boxes, valid), (cell_words, objects) = targets, phrases
+        share = attention_loss.cell_share_in_box(self.recorder.records, boxes, valid,
+                                                 cell_words, objects)
+        self.history.append(share.item())
+        if (step + 1) % 50 == 0:
+            log(self.task, f"{self.label} {np.mean(self.history[-50:]):.3f}")
+        return loss + self.weight * share
 
 
 MAX_OBJECTS = 30  # box slots the layout pipeline feeds the UNet (diffusers' GLIGEN default)
@@ -1246,6 +1282,9 @@ def parser() -> argparse.ArgumentParser:
                     help=f"text2img: weight of the loss keeping the cell words' cross-attention "
                          f"inside their object's box at t >= {HIGH_NOISE_FROM} (see "
                          "CellAttentionSupervision)")
+    ap.add_argument("--crowding-loss", type=float, default=0.0,
+                    help="text2img: weight of the cell words' share of their phrase's attention "
+                         "inside the object's box (CrowdingSupervision)")
     ap.add_argument("--x0-weight-floor", type=float, default=0.0,
                     help="least weight of the predicted picture's error at any noise level "
                          "(0: plain min-SNR noise loss; see loss_weight)")
