@@ -201,3 +201,15 @@ def test_the_crowding_share_is_the_cell_words_part_of_the_phrases_attention_in_t
     assert float(share) == pytest.approx((0.2 + 0.5) / 2)  # a mean over the layers
     no_cell = al.token_objects(tokenizer, ["a red circle"], 77)
     assert float(al.cell_share_in_box([even], boxes, valid, cells * 0, no_cell)) == 0.0
+
+
+def test_max_grid_keeps_only_the_coarse_layers_in_the_loss(tokenizer):
+    from playground.starter.world import Obj, Scene
+    scene = Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))])
+    boxes, valid = al.token_targets(tokenizer, ["a red circle in the top left"], [scene], 77)
+    fine, coarse = torch.full((1, 64, 77), 1 / 77), torch.zeros(1, 16, 77)
+    coarse[0][al.box_coverage((0.0, 0.0, 0.5, 0.5), 4).flatten().bool()] = 1 / 77  # all inside
+    both = al.outside_box_loss([fine, coarse], boxes, valid)
+    assert float(both) == pytest.approx(0.75 / 2)
+    assert float(al.outside_box_loss([fine, coarse], boxes, valid, max_grid=4)) == pytest.approx(0.0)
+    assert float(al.outside_box_loss([fine, coarse], boxes, valid, max_grid=8)) == pytest.approx(0.75 / 2)

@@ -143,15 +143,24 @@ def record_cross_attention(unet) -> AttentionRecords:
     return records
 
 
+def grid_side(probs: torch.Tensor) -> int:
+    """The side of the square grid of pixels that a (batch, pixels, tokens) record covers."""
+    return round(probs.shape[1] ** 0.5)
+
+
 def outside_box_loss(records: list[torch.Tensor], boxes: torch.Tensor,
-                     valid: torch.Tensor, power: float = 1) -> torch.Tensor:
+                     valid: torch.Tensor, power: float = 1,
+                     max_grid: int | None = None) -> torch.Tensor:
     """Mean, over layers and supervised tokens, of the share of a token's attention mass
-    that falls outside its object's box (raised to `power`)."""
+    that falls outside its object's box (raised to `power`); only the layers whose grid is
+    at most `max_grid` on a side when it is given."""
+    if max_grid is not None:
+        records = [probs for probs in records if grid_side(probs) <= max_grid]
     if not valid.any():
         return records[0].sum() * 0
     losses, by_size = [], {}
     for probs in records:
-        n = round(probs.shape[1] ** 0.5)
+        n = grid_side(probs)
         if n not in by_size:
             by_size[n] = coverage_maps(boxes, valid, n).to(probs.device)
         mass = probs.transpose(1, 2)  # (batch, tokens, pixels)
@@ -172,7 +181,7 @@ def cell_share_in_box(records: list[torch.Tensor], boxes: torch.Tensor, valid: t
     slots = objects.clamp_min(0) + objects.shape[1] * torch.arange(len(objects))[:, None]
     losses, by_size = [], {}
     for probs in records:
-        n = round(probs.shape[1] ** 0.5)
+        n = grid_side(probs)
         if n not in by_size:
             by_size[n] = coverage_maps(boxes, valid, n).to(probs.device)
         in_box = (probs.transpose(1, 2) * by_size[n]).sum(-1)  # (batch, tokens)

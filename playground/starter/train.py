@@ -607,7 +607,7 @@ def train_text2img(args, device):
 
     attention = AttentionSupervision("text2img", unet, tok, args.attention_loss,
                                      record=bool(args.cell_attention_loss or args.crowding_loss))
-    cells = CellAttentionSupervision(attention, args.cell_attention_loss)
+    cells = CellAttentionSupervision(attention, args.cell_attention_loss, args.cell_loss_max_grid)
     crowding = CrowdingSupervision(attention, args.crowding_loss)
     orange = with_an_orange_object(scenes)
 
@@ -665,8 +665,11 @@ class BoxSupervision:
         if self.recorder is not None:
             self.recorder.records.clear()
 
+    max_grid = None  # all layers
+
     def weighted(self, loss, step: int, boxes, valid):
-        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid)
+        outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid,
+                                                  max_grid=self.max_grid)
         self.history.append(outside.item())
         if (step + 1) % 50 == 0:
             log(self.task, f"{self.label} {np.mean(self.history[-50:]):.3f}")
@@ -705,9 +708,10 @@ class CellAttentionSupervision(BoxSupervision):
 
     label = "cell words' attention outside the boxes at high noise"
 
-    def __init__(self, attention: AttentionSupervision, weight: float):
+    def __init__(self, attention: AttentionSupervision, weight: float,
+                 max_grid: int | None = None):
         super().__init__(attention.task, attention.recorder if weight else None, weight)
-        self.tok = attention.tok
+        self.tok, self.max_grid = attention.tok, max_grid
 
     def targets(self, texts, n_tokens: int = models.MAX_TOKENS):
         """(batch, tokens) mask of each caption's cell words (None when the loss is off)."""
@@ -1282,6 +1286,9 @@ def parser() -> argparse.ArgumentParser:
                     help=f"text2img: weight of the loss keeping the cell words' cross-attention "
                          f"inside their object's box at t >= {HIGH_NOISE_FROM} (see "
                          "CellAttentionSupervision)")
+    ap.add_argument("--cell-loss-max-grid", type=int, default=None,
+                    help="text2img: the cell-word loss only on cross-attention layers whose grid "
+                         "is at most this many latent pixels on a side (4: the coarsest)")
     ap.add_argument("--crowding-loss", type=float, default=0.0,
                     help="text2img: weight of the cell words' share of their phrase's attention "
                          "inside the object's box (CrowdingSupervision)")
