@@ -198,6 +198,27 @@ def test_crowding_loss_adds_the_weighted_cell_share_and_is_off_at_zero():
     assert off.targets(texts) is None and off.added_to(loss, 0, targets, None) is loss
 
 
+def test_hold_tail_measures_only_the_outputs_after_the_captions_words():
+    tok = models.build_tokenizer()
+    off = train.TailHold(0.0, tok, "cpu")
+    hold = train.TailHold(0.0, tok, "cpu")
+    torch.manual_seed(0)
+    hold.weight, hold.shared = 2.0, models.build_text_encoder(tok).eval()
+    ids = train.tokens(tok, ["a red circle in the top left"], "cpu")  # 7 words, [SEP] at 8
+    with torch.no_grad():
+        same = hold.shared(ids)[0]
+    assert hold.after_words(ids)[0, :, 0].nonzero().min() == 8
+    loss = torch.tensor(1.0)
+    assert float(hold.added_to(loss, 0, ids, same)) == pytest.approx(1.0)
+    words_moved = same.clone()
+    words_moved[:, 1:8] += 5
+    assert float(hold.added_to(loss, 0, ids, words_moved)) == pytest.approx(1.0)
+    tail_moved = same.clone()
+    tail_moved[:, 8:] *= 2  # moved by its own size
+    assert float(hold.added_to(loss, 0, ids, tail_moved)) == pytest.approx(1 + 2 * 1.0)
+    assert off.shared is None and off.added_to(loss, 0, ids, same) is loss
+
+
 def test_low_noise_share_draws_that_share_of_levels_near_the_default():
     torch.manual_seed(0)
     plain = train.low_res_noise_levels(20000, 0.0, "cpu")

@@ -609,6 +609,7 @@ def train_text2img(args, device):
                                      record=bool(args.cell_attention_loss or args.crowding_loss))
     cells = CellAttentionSupervision(attention, args.cell_attention_loss, args.cell_loss_max_grid)
     crowding = CrowdingSupervision(attention, args.crowding_loss)
+    tail = TailHold(args.hold_tail, tok, device)
     orange = with_an_orange_object(scenes)
 
     def make_batch(step):
@@ -627,6 +628,7 @@ def train_text2img(args, device):
         loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, t=t)
         loss = attention.added_to(loss, step, targets)
         loss = crowding.added_to(loss, step, targets, phrases)
+        loss = tail.added_to(loss, step, ids.to(device), cond)
         return cells.added_to(loss, step, targets, cell_words, t)
 
     loop.run(loss_fn, batches)
@@ -761,6 +763,37 @@ class CrowdingSupervision:
         if (step + 1) % 50 == 0:
             log(self.task, f"{self.label} {np.mean(self.history[-50:]):.3f}")
         return loss + self.weight * share
+
+
+class TailHold:
+    """--hold-tail (text2img, own text encoder): W times how far the own encoder's outputs
+    after the caption's words ([SEP] and the pads) moved from the shared encoder's, relative
+    to their size. The encoder is causal, so those positions read every word, cell words
+    included, and the shipped UNet reads much of an object's colour and shape from them:
+    with the shared encoder's outputs there, the cell-word run's lost looks came back
+    (MODEL_CARD.md, "Cell words"). Held, the cell words must place the object by their own
+    positions."""
+
+    def __init__(self, weight: float, tok, device):
+        self.weight, self.tok, self.history = weight, tok, []
+        self.shared = trained_text(device, trainable=False, path=state_path("text"))[1] if weight else None
+
+    def after_words(self, ids) -> torch.Tensor:
+        """(batch, tokens, 1): 1 from each caption's [SEP] on."""
+        sep = (ids == self.tok.sep_token_id).int().argmax(1)
+        return (torch.arange(ids.shape[1], device=ids.device)[None] >= sep[:, None])[..., None].float()
+
+    def added_to(self, loss, step: int, ids, cond):
+        if not self.weight:
+            return loss
+        with torch.no_grad():
+            held = self.shared(ids)[0]
+        tail = self.after_words(ids)
+        moved = (((cond - held) ** 2) * tail).sum() / ((held ** 2) * tail).sum().clamp_min(1e-8)
+        self.history.append(moved.item())
+        if (step + 1) % 50 == 0:
+            log("text2img", f"text after the words moved {np.mean(self.history[-50:]):.4f}")
+        return loss + self.weight * moved
 
 
 MAX_OBJECTS = 30  # box slots the layout pipeline feeds the UNet (diffusers' GLIGEN default)
@@ -1289,6 +1322,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--cell-loss-max-grid", type=int, default=None,
                     help="text2img: the cell-word loss only on cross-attention layers whose grid "
                          "is at most this many latent pixels on a side (4: the coarsest)")
+    ap.add_argument("--hold-tail", type=float, default=0.0,
+                    help="text2img with --own-text: weight of how far the own encoder's outputs "
+                         "after the caption's words moved from the shared encoder's (TailHold)")
     ap.add_argument("--crowding-loss", type=float, default=0.0,
                     help="text2img: weight of the cell words' share of their phrase's attention "
                          "inside the object's box (CrowdingSupervision)")
