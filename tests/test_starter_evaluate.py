@@ -274,3 +274,24 @@ def test_colour_probe_counts_swaps_and_reads_the_pixel_colour():
                 {"objects": [{"colour": "black", "score": 0.9}, {"colour": "green", "score": 0.2}]},
                 {"objects": []}]
     assert pc.colour_mistakes(cases, readings) == {("green", "black"): 1, ("green", "no object"): 1}
+
+
+def test_shared_tail_swaps_only_the_text_encoders_outputs_from_sep_on(tmp_path):
+    import types
+
+    import torch
+
+    from playground.starter import models, train
+    from playground.starter.probe_position import with_shared_tail
+
+    tok = models.build_tokenizer()
+    torch.manual_seed(0)
+    own, shared = models.build_text_encoder(tok).eval(), models.build_text_encoder(tok).eval()
+    shared.save_pretrained(tmp_path / "shared")
+    ids = train.tokens(tok, ["a red circle in the top left"], "cpu")  # [SEP] at 8
+    with torch.no_grad():
+        before, theirs = own(ids)[0], shared(ids)[0]
+        with_shared_tail(types.SimpleNamespace(text_encoder=own, tokenizer=tok), str(tmp_path / "shared"))
+        after = own(ids)[0]
+    assert torch.equal(after[:, :8], before[:, :8])
+    assert torch.allclose(after[:, 8:], theirs[:, 8:]) and not torch.allclose(before[:, 8:], theirs[:, 8:])

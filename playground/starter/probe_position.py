@@ -6,6 +6,7 @@ the cells and lose the shapes of prompts that name a cell).
 
     python -m playground.starter.probe_position [--seeds 6] [--steps 20] [--weights DIR]
                                                 [--object "a small red circle"]
+    python -m playground.starter.probe_position --weights DIR --shared-tail
     python -m playground.starter.probe_position --why
     python -m playground.starter.probe_position [--why] --state runs/text2img/state.safetensors
     python -m playground.starter.probe_position --gates [--state runs/layout/state.safetensors]
@@ -16,6 +17,9 @@ them, they all sit in one spot and the "spread" line is near 0.
 
 `--state` probes a text2img training state (its current, not EMA, UNet and text encoder
 weights over the shipped folder): a quick check that a run is moving position.
+
+`--shared-tail` gives text2img's own text encoder (a cell-word run's) the shared
+encoder's outputs from [SEP] on: whether the UNet reads the object's look there.
 
 `--gates` prints how far the layout model's gated (GLIGEN) layers are open: tanh(alpha)
 of each layer's attention and dense gate, in the shipped layout UNet or, with `--state`,
@@ -266,6 +270,28 @@ def print_gates(folder: str, state: str | None) -> None:
               f"median {np.median(opening):.4f}")
 
 
+def with_shared_tail(pipe, shared_folder: str) -> None:
+    """From now on, `pipe`'s text encoder gives the shared (layout) encoder's outputs from
+    each caption's [SEP] on, its own before: does the UNet read the object's look from the
+    positions after the words?"""
+    import torch
+    from transformers import CLIPTextModel
+
+    shared = CLIPTextModel.from_pretrained(shared_folder).eval()
+    sep_id = pipe.tokenizer.sep_token_id
+
+    def after_words(module, args, kwargs, output):
+        ids = args[0] if args else kwargs["input_ids"]
+        sep = (ids == sep_id).int().argmax(1)
+        tail = (torch.arange(ids.shape[1])[None] >= sep[:, None])[..., None]
+        with torch.no_grad():
+            held = shared(ids)[0].to(output[0].dtype)
+        output[0].copy_(torch.where(tail, held, output[0]))
+        return output
+
+    pipe.text_encoder.register_forward_hook(after_words, with_kwargs=True)
+
+
 def why(pipe) -> None:
     ac = pipe.scheduler.alphas_cumprod
     print("1. Where the object is, read from the noisy latent by a matched filter "
@@ -300,6 +326,8 @@ def main(argv=None):
     ap.add_argument("--state", default=None,
                     help="a text2img (or, with --gates, layout) training state to probe (see above)")
     ap.add_argument("--gates", action="store_true", help="print the layout model's gates instead")
+    ap.add_argument("--shared-tail", action="store_true",
+                    help="text2img's own encoder, but the shared one's outputs from [SEP] on")
     args = ap.parse_args(argv)
     import torch
 
@@ -323,6 +351,10 @@ def main(argv=None):
         pictures = PipelinePictures(text2img_pipeline(folder, args.state), default_guidance("text2img"))
     else:
         pictures = Playground(device="cpu")
+    if args.shared_tail:
+        pipe = pictures.pipe if args.state else pictures.registry.pipeline("starter", "text_to_image")
+        with_shared_tail(pipe, os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["layout_to_image"],
+                                            "text_encoder"))
     result = probe(pictures, Judge.load(), range(args.seeds), args.steps, args.object)
     for cell, (centre, right, looks) in result.items():
         where = "no object found" if centre is None else f"x {centre[0]:.2f} y {centre[1]:.2f}"
