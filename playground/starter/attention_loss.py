@@ -112,6 +112,13 @@ def token_objects(tokenizer, captions: list[str], n_tokens: int) -> torch.Tensor
     return objects
 
 
+def from_sep_on(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """(batch, tokens, 1) bool: True from each caption's [SEP] on (the end token and the
+    pads, which in the causal text encoder read every word of the caption)."""
+    sep = (ids == sep_id).int().argmax(1)
+    return (torch.arange(ids.shape[1], device=ids.device)[None] >= sep[:, None])[..., None]
+
+
 def coverage_maps(boxes: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
     """(batch, tokens, n*n) coverage of each supervised token's box on an n x n grid."""
     out = torch.zeros(*boxes.shape[:2], n * n)
@@ -178,20 +185,22 @@ def cell_share_in_box(records: list[torch.Tensor], boxes: torch.Tensor, valid: t
     usable = valid * (objects >= 0)
     if not (usable * cell_words).any():
         return records[0].sum() * 0
+    device = records[0].device
     slots = objects.clamp_min(0) + objects.shape[1] * torch.arange(len(objects))[:, None]
+    idx, v = slots.flatten().to(device), usable.flatten().to(device)
+    c = cell_words.flatten().to(device)
+
+    def per_object(values):  # sums of (batch * tokens) values by object slot
+        return torch.zeros(slots.numel(), device=device).index_add(0, idx, values)
+
+    named = per_object(v * c) > 0
     losses, by_size = [], {}
     for probs in records:
         n = grid_side(probs)
         if n not in by_size:
-            by_size[n] = coverage_maps(boxes, valid, n).to(probs.device)
-        in_box = (probs.transpose(1, 2) * by_size[n]).sum(-1)  # (batch, tokens)
-        idx, v = slots.flatten().to(probs.device), usable.to(probs.device).flatten()
-        cell = torch.zeros(slots.numel(), device=probs.device).index_add(
-            0, idx, in_box.flatten() * v * cell_words.to(probs.device).flatten())
-        phrase = torch.zeros(slots.numel(), device=probs.device).index_add(
-            0, idx, in_box.flatten() * v)
-        named = torch.zeros(slots.numel(), device=probs.device).index_add(
-            0, idx, v * cell_words.to(probs.device).flatten()) > 0
+            by_size[n] = coverage_maps(boxes, valid, n).to(device)
+        in_box = (probs.transpose(1, 2) * by_size[n]).sum(-1).flatten() * v
+        cell, phrase = per_object(in_box * c), per_object(in_box)
         losses.append((cell[named] / phrase[named].clamp_min(1e-8)).mean())
     return torch.stack(losses).mean()
 

@@ -277,13 +277,13 @@ def with_shared_tail(pipe, shared_folder: str) -> None:
     import torch
     from transformers import CLIPTextModel
 
+    from .attention_loss import from_sep_on
+
     shared = CLIPTextModel.from_pretrained(shared_folder).eval()
-    sep_id = pipe.tokenizer.sep_token_id
 
     def after_words(module, args, kwargs, output):
         ids = args[0] if args else kwargs["input_ids"]
-        sep = (ids == sep_id).int().argmax(1)
-        tail = (torch.arange(ids.shape[1])[None] >= sep[:, None])[..., None]
+        tail = from_sep_on(ids, pipe.tokenizer.sep_token_id)
         with torch.no_grad():
             held = shared(ids)[0].to(output[0].dtype)
         output[0].copy_(torch.where(tail, held, output[0]))

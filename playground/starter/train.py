@@ -652,12 +652,21 @@ def train_only_cell_words(te, tok) -> None:
     table.register_hook(lambda grad: grad * learns)
 
 
+def tracked(history: list[float], value: float, step: int, task: str, label: str,
+            digits: int = 3) -> None:
+    """Keep a loss term's value and log its mean over the last 50 steps every 50 steps."""
+    history.append(value)
+    if (step + 1) % 50 == 0:
+        log(task, f"{label} {np.mean(history[-50:]):.{digits}f}")
+
+
 class BoxSupervision:
     """Beside the noise loss, `weight` times the share of some attention that falls outside
     the boxes it belongs in (attention_loss.outside_box_loss), read by a recorder set on the
     UNet's attention layers for the forward pass (none when `weight` is 0)."""
 
     label = "attention outside the boxes"
+    max_grid = None  # all layers
 
     def __init__(self, task: str, recorder, weight: float):
         self.task, self.recorder, self.weight = task, recorder, weight
@@ -667,14 +676,10 @@ class BoxSupervision:
         if self.recorder is not None:
             self.recorder.records.clear()
 
-    max_grid = None  # all layers
-
     def weighted(self, loss, step: int, boxes, valid):
         outside = attention_loss.outside_box_loss(self.recorder.records, boxes, valid,
                                                   max_grid=self.max_grid)
-        self.history.append(outside.item())
-        if (step + 1) % 50 == 0:
-            log(self.task, f"{self.label} {np.mean(self.history[-50:]):.3f}")
+        tracked(self.history, outside.item(), step, self.task, self.label)
         return loss + self.weight * outside
 
 
@@ -759,9 +764,7 @@ class CrowdingSupervision:
         (boxes, valid), (cell_words, objects) = targets, phrases
         share = attention_loss.cell_share_in_box(self.recorder.records, boxes, valid,
                                                  cell_words, objects)
-        self.history.append(share.item())
-        if (step + 1) % 50 == 0:
-            log(self.task, f"{self.label} {np.mean(self.history[-50:]):.3f}")
+        tracked(self.history, share.item(), step, self.task, self.label)
         return loss + self.weight * share
 
 
@@ -780,8 +783,7 @@ class TailHold:
 
     def after_words(self, ids) -> torch.Tensor:
         """(batch, tokens, 1): 1 from each caption's [SEP] on."""
-        sep = (ids == self.tok.sep_token_id).int().argmax(1)
-        return (torch.arange(ids.shape[1], device=ids.device)[None] >= sep[:, None])[..., None].float()
+        return attention_loss.from_sep_on(ids, self.tok.sep_token_id).float()
 
     def added_to(self, loss, step: int, ids, cond):
         if not self.weight:
@@ -790,9 +792,7 @@ class TailHold:
             held = self.shared(ids)[0]
         tail = self.after_words(ids)
         moved = (((cond - held) ** 2) * tail).sum() / ((held ** 2) * tail).sum().clamp_min(1e-8)
-        self.history.append(moved.item())
-        if (step + 1) % 50 == 0:
-            log("text2img", f"text after the words moved {np.mean(self.history[-50:]):.4f}")
+        tracked(self.history, moved.item(), step, "text2img", "text after the words moved", 4)
         return loss + self.weight * moved
 
 
