@@ -496,13 +496,17 @@ def test_every_stage_of_train_all_sh_parses_with_trains_own_options():
 
     script = Path(train.__file__).with_name("train_all.sh").read_text().replace("\\\n", " ")
     stages = [line.split(None, 1)[1] for line in script.splitlines() if line.startswith("$T ")]
-    assert [s.split()[0] for s in stages] == ["vae", "text2img", "layout", "inpaint", "upscale", "vae", "export"]
+    assert [s.split()[0] for s in stages] == ["vae", "text2img", "layout", "inpaint", "text2img", "text2img",
+                                              "upscale", "vae", "export"]
     # an unknown or misspelt flag makes the parser exit
     parsed = [train.parser().parse_args(shlex.split(re.sub(r'"\$\(m ([\d.]+)\)"', r"\1", stage).rstrip("& ")))
               for stage in stages]
     assert all(args.minutes > 0 for args in parsed)
     layout = parsed[2]  # the shipped layout recipe (MODEL_CARD, Training, "on a GPU")
     assert (layout.gated_lr_scale, layout.open_gates, layout.grounding_loss, layout.x0_weight_floor) == (10, 0.1, 0.05, 0.5)
+    cells, held = parsed[4:6]  # the shipped cell-word recipe (MODEL_CARD, Training, "Cell words")
+    assert cells.own_text and cells.cell_words_only and held.own_text and held.cell_words_only
+    assert (cells.hold_tail, held.hold_tail, held.unet_lr_scale, held.cell_attention_loss) == (0, 10, 0.03, 1)
 
 
 def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):

@@ -648,7 +648,8 @@ def examples_section(rows) -> str:
 
 
 def write_card(path: str, results: dict, pipes: dict, example_rows, meta: str, weights: str = WEIGHTS):
-    with open(path) as f:
+    """Fill the card's generated sections; a card that does not exist yet starts as a copy of ours."""
+    with open(path if os.path.exists(path) else CARD) as f:
         text = f.read()
     text = replace_section(text, "figures", meta + "\n\n" + figures_table(results))
     text = replace_section(text, "targets", targets_table(results))

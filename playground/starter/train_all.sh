@@ -16,9 +16,14 @@
 # and trains half its samples near the default noise level 20; the VAE's decoder is then
 # sharpened alone (--decoder-only: the encoder, and so every latent, stays). Each UNet
 # stage ends with its learning rate falling to a tenth (--anneal-to 0.1). The shipped
-# weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Continuing
-# text2img after layout/inpaint exist needs --freeze-text (they use its text encoder), or
-# --own-text to give text2img a text encoder of its own (MODEL_CARD, "Cell words").
+# weights were made in more, shorter sessions: see MODEL_CARD.md, Training. Once layout and
+# inpaint exist, text2img learns the cell words with a text encoder of its own (--own-text; the
+# shared one stays as they were trained against it): only the cell words' embeddings learn
+# (--cell-words-only), the UNet at a thirtieth of their rate (--unet-lr-scale 0.03), the cell
+# words' attention is pushed into their object's box at high noise (--cell-attention-loss 1
+# --high-noise-share 0.3), and in the second part the encoder's outputs after the words are
+# held at the shared encoder's, where the UNet reads the object's look (--hold-tail 10;
+# MODEL_CARD, "Cell words").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 s=${1:-1}
@@ -32,6 +37,12 @@ $T layout   --minutes "$(m 30)" --batch 32 --attention-loss 0.01 --gated-lr-scal
 $T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --attention-loss 0.01 --binding-share 0.6 \
             --article-share 0.1 --anneal-to 0.1
 wait
+$T text2img --minutes "$(m 84)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
+            --attention-loss 0.01 --cell-attention-loss 1 --high-noise-share 0.3 --x0-weight-floor 0.5 \
+            --article-share 0.1 --lr 3e-3 --anneal-to 0.1
+$T text2img --minutes "$(m 99)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
+            --attention-loss 0.01 --cell-attention-loss 1 --high-noise-share 0.3 --x0-weight-floor 0.5 \
+            --article-share 0.1 --lr 3e-3 --anneal-to 0.1 --hold-tail 10
 $T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
             --anneal-to 0.1
 $T vae      --minutes "$(m 10)" --batch 32 --crop 64 --decoder-only --lr 3e-4
