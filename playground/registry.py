@@ -9,7 +9,8 @@ pipeline needs (vae, text_encoder, tokenizer, unet, scheduler, ...) with
 `from_pretrained(source, subfolder=..., revision=..., use_safetensors=True)`. Loaded
 components are cached by where their files really are (realpath of a local subfolder,
 or hub id + revision + subfolder) and by dtype and device, so the starter tasks, whose
-folders link to one text encoder and VAE, hold them once in memory, and a hub model that
+folders link to one VAE and tokenizer (and, but for text-to-image's own, one text
+encoder), hold them once in memory, and a hub model that
 serves text-to-image and inpainting from one repo shares everything (as `from_pipe`
 would). Nothing is ever loaded from pickles or with remote code.
 

@@ -1,5 +1,6 @@
 """Architectures of the starter models: one tokenizer, text encoder and VAE shared by
-four small UNets. Everything is a stock diffusers/transformers class built from a config,
+four small UNets (text-to-image ships a copy of the text encoder whose cell words trained
+apart: MODEL_CARD.md, "Cell words"). Everything is a stock diffusers/transformers class built from a config,
 so the saved folders load with `from_pretrained` exactly like hub models."""
 from __future__ import annotations
 
