@@ -135,8 +135,7 @@ def test_attention_maps_show_the_placed_words_inside_their_cell(starter):
         weights = maps.maps[maps.tokens.index("circle")]
         inside[place] = mass_inside(weights, (2 / 3 * 64, 2 / 3 * 64, 64, 64), (64, 64))
     # measured 0.95 placed, 0.92 stock on text2img 70,051 (0.89 stock at 65,752), which reads
-    # the cell words itself
-    # (under half stock on the weights before)
+    # the cell words itself; under half stock on the weights before
     assert inside[True] > 0.6 and inside[True] > inside[False], inside
     placed = starter.text_to_image(prompt, seed=1, place_objects=True)
     assert np.array_equal(pixels(maps.image), pixels(placed))
