@@ -40,7 +40,7 @@ wait
 $T text2img --minutes "$(m 84)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
             --attention-loss 0.01 --cell-attention-loss 1 --high-noise-share 0.3 --x0-weight-floor 0.5 \
             --article-share 0.1 --lr 3e-3 --anneal-to 0.1
-$T text2img --minutes "$(m 174)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
+$T text2img --minutes "$(m 229)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
             --attention-loss 0.01 --cell-attention-loss 1 --high-noise-share 0.3 --x0-weight-floor 0.5 \
             --article-share 0.1 --lr 3e-3 --anneal-to 0.1 --hold-tail 10
 $T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
