@@ -70,12 +70,13 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+/-]{0,99}$")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The starter models' default guidance, measured with `python -m playground.starter.evaluate
-# --tasks T --guidance G` (MODEL_CARD.md, "Guidance"): text-to-image gets most attributes right
-# at 7.5 (3 was best on its early weights), inpainting ties from 1.5 to 7.5 and stays at 3;
-# the upscaler scores the same at every guidance (it was trained without captions), so
-# 1 (no unconditional pass) makes it faster (3.6 s instead of 6.2 s on one CPU thread).
+# --tasks T --guidance G` (MODEL_CARD.md, "Guidance"): text-to-image draws shapes better below
+# 7.5 on its early weights; on the latest, 7.5 reads one object a little better but the
+# regional prompts, tuned at 3, get fewer two-object prompts right there; the upscaler
+# scores the same at every guidance (it was trained without captions), so 1 (no
+# unconditional pass) makes it faster (3.6 s instead of 6.2 s on one CPU thread).
 STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64),
-                   "guidance": {"text_to_image": 7.5, "layout_to_image": 7.5, "inpaint": 3.0,
+                   "guidance": {"text_to_image": 3.0, "layout_to_image": 7.5, "inpaint": 3.0,
                                 "upscale": 1.0},
                    # the starter upscaler's pictures come closest to the truth at 3-4 Euler
                    # steps (MODEL_CARD.md, Super-resolution): more steps add made-up detail

@@ -92,8 +92,7 @@ def test_text_to_images_own_text_encoder_differs_only_in_the_cell_words():
 
 COLOUR_SEEDS = (0, 1, 2, 3)
 # of 32 (8 colours x 4 seeds; chance is about 1 in 7, under 5 of 32), at the model's default
-# guidance (7.5 since text2img step 73226, 3 before): measured 31 at 73226, 29 at 70051 and 65752 (guidance 3),
-# 25 with the weights of step 15767, with the VAE decoder of
+# guidance (3): measured 31 at text2img step 73226, 29 at 70051 and 65752, 25 with the weights of step 15767, with the VAE decoder of
 # step 844 and of step 2697 alike (26 at step 14678, 22 at
 # step 10935, where guidance 7.5 gave 17). MODEL_CARD.md has the full figures.
 COLOUR_PROMPTS_RIGHT = 18
@@ -138,7 +137,7 @@ def test_text_to_image_gets_the_colour_right():
 ORANGE_PROMPTS = ("an orange circle", "an orange square", "an orange triangle",
                   "an orange circle on a white background", "an orange square on a white background",
                   "an orange triangle with a white background")
-ORANGE_RIGHT = 18  # of 24; measured 22 at text2img step 73226 (guidance 7.5), 23 at 70051, 24 at 65752, 23 at 54096, 11 at 48622 (0 with a background), 3 at 43993
+ORANGE_RIGHT = 18  # of 24; measured 23 at text2img steps 73226 and 70051, 24 at 65752, 23 at 54096, 11 at 48622 (0 with a background), 3 at 43993
 
 
 @pytest.mark.skipif(trained_steps("text2img") < TRAINED_MIN_STEPS, reason="placeholder weights")

@@ -97,19 +97,31 @@ class RecordingCrossAttention:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
-        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
-        probs = attn.get_attention_scores(query, key, attention_mask)
+        query, key, value = (attn.to_q(hidden_states), attn.to_k(encoder_hidden_states),
+                             attn.to_v(encoder_hidden_states))
         if self.collector.recording():
+            probs = attn.get_attention_scores(attn.head_to_batch_dim(query),
+                                              attn.head_to_batch_dim(key), attention_mask)
             self.collector.add(probs, batch, attn.heads)
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+        hidden_states = attended(attn, query, key, value, attention_mask, batch)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if four_d:
             hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+def attended(attn: Attention, query, key, value, attention_mask, batch: int):
+    """The attention output computed as diffusers' default processor computes it, so that a
+    recorded run draws the very picture an unrecorded one draws: at guidance 7.5 the last-bit
+    differences of a written-out softmax grew into different pixels."""
+    split = lambda x: x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+    if attention_mask is not None:
+        attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+    out = F.scaled_dot_product_attention(split(query), split(key), split(value),
+                                         attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+    return out.transpose(1, 2).reshape(batch, -1, attn.heads * out.shape[-1]).to(query.dtype)
 
 
 def unet_sharing_weights(unet):
