@@ -75,9 +75,10 @@ class MapCollector:
 
 
 class RecordingCrossAttention:
-    """The plain attention computation, written out so the weights can be read. The
-    collector is asked `recording()` and handed `add(probs, batch, heads)`; the starter
-    training's attention loss uses the same processor (starter/attention_loss.py)."""
+    """Cross-attention that also hands out its weights: while the collector is `recording()`
+    they are computed written out and passed to `add(probs, batch, heads)`; the output is
+    always diffusers' own computation (`attended`). The starter training's attention loss
+    uses the same processor (starter/attention_loss.py)."""
 
     def __init__(self, collector):
         self.collector = collector
