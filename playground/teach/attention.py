@@ -117,11 +117,11 @@ def attended(attn: Attention, query, key, value, attention_mask, batch: int):
     """The attention output computed as diffusers' default processor computes it, so that a
     recorded run draws the very picture an unrecorded one draws: at guidance 7.5 the last-bit
     differences of a written-out softmax grew into different pixels."""
-    split = lambda x: x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
     if attention_mask is not None:
         attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-    out = F.scaled_dot_product_attention(split(query), split(key), split(value),
-                                         attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+    query, key, value = (attn.head_to_batch_dim(x, out_dim=4) for x in (query, key, value))
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                         dropout_p=0.0, is_causal=False)
     return out.transpose(1, 2).reshape(batch, -1, attn.heads * out.shape[-1]).to(query.dtype)
 
 
