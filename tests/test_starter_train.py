@@ -308,6 +308,43 @@ def test_text2img_with_a_text_encoder_of_its_own_exports_it_apart_from_the_share
     assert all(torch.allclose(again[k], shared[k].half().float()) for k in shared)
 
 
+@pytest.mark.parametrize("readers", [("layout",), ("layout", "inpaint")])
+def test_models_that_read_text2imgs_own_text_encoder_ship_linked_to_it(tmp_path, monkeypatch, readers):
+    """--text-of-text2img: a layout or inpaint run keeps the choice in its state; export
+    links those pipelines' text encoder to text2img's own and stores the shared one once,
+    in the first other folder; a fresh clone of that set reads the choices back."""
+    import os
+    monkeypatch.setattr(train, "RUNS", str(tmp_path / "runs"))
+    assert train.own_text_encoder(train.WEIGHTS)  # the shipped set has text2img's own encoder
+    for task in ("vae", "text", "text2img", "layout", "inpaint", "upscale"):
+        assert train.state_from_shipped(task, train.WEIGHTS)
+    shared = train.ema_text_weights(train.shared_text_state())
+    for task in readers:
+        state = str(tmp_path / "runs" / task / "state.safetensors")
+        save_file(load_file(state), state, metadata={"step": "9", "text": json.dumps("text2img")})
+        assert train.reads_own_text(task)
+
+    out = tmp_path / "weights"
+    train.export(argparse.Namespace(weights=str(out)))
+    real = lambda task, part: os.path.realpath(out / task / part)
+    others = [t for t in ("layout", "inpaint", "upscale") if t not in readers]
+    for task in readers:
+        assert real(task, "text_encoder") == real("text2img", "text_encoder")
+        assert train.ships_own_text(str(out), task)
+    assert not os.path.islink(out / others[0] / "text_encoder")
+    for task in others:
+        assert real(task, "text_encoder") == real(others[0], "text_encoder") != real("text2img", "text_encoder")
+        assert not train.ships_own_text(str(out), task)
+    assert train.own_text_encoder(str(out)) == real("text2img", "text_encoder")
+
+    monkeypatch.setattr(train, "RUNS", str(tmp_path / "fresh"))  # a fresh clone of that set
+    for task in ("text", "text2img", "layout", "inpaint"):
+        assert train.state_from_shipped(task, str(out))
+    assert [t for t in ("layout", "inpaint") if train.reads_own_text(t)] == list(readers)
+    again = train.ema_text_weights(train.shared_text_state())
+    assert all(torch.allclose(again[k], shared[k].half().float()) for k in shared)
+
+
 def test_export_writes_only_the_pipelines_that_have_a_state(tmp_path, monkeypatch):
     """An experiment's runs folder may hold text2img's state alone: export writes that
     pipeline and skips the others, instead of failing on their missing states."""

@@ -271,7 +271,7 @@ def print_gates(folder: str, state: str | None) -> None:
 
 
 def with_shared_tail(pipe, shared_folder: str) -> None:
-    """From now on, `pipe`'s text encoder gives the shared (layout) encoder's outputs from
+    """From now on, `pipe`'s text encoder gives the shared (inpaint and upscale) encoder's outputs from
     each caption's [SEP] on, its own before: does the UNet read the object's look from the
     positions after the words?"""
     import torch
@@ -353,7 +353,7 @@ def main(argv=None):
         pictures = Playground(device="cpu")
     if args.shared_tail:
         pipe = pictures.pipe if args.state else pictures.registry.pipeline("starter", "text_to_image")
-        with_shared_tail(pipe, os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["layout_to_image"],
+        with_shared_tail(pipe, os.path.join(registry.STARTER_DIR, registry.STARTER_FOLDERS["inpaint"],
                                             "text_encoder"))
     result = probe(pictures, Judge.load(), range(args.seeds), args.steps, args.object)
     for cell, (centre, right, looks) in result.items():

@@ -922,10 +922,39 @@ def hold_gates(loop, value: float) -> None:
     log("layout", f"gates held at {value} for this run")
 
 
+def state_extra(task: str) -> dict:
+    """The extra metadata saved with runs/<task>/state.safetensors ({} when none)."""
+    from safetensors import safe_open
+
+    if not os.path.exists(state_path(task)):
+        return {}
+    with safe_open(state_path(task), "pt") as f:
+        meta = f.metadata() or {}
+    return {k: json.loads(v) for k, v in meta.items() if k != "step"}
+
+
+def reads_own_text(task: str) -> bool:
+    """Whether the layout or inpaint run reads text2img's own text encoder
+    (--text-of-text2img, kept in its state) rather than the shared one."""
+    return state_extra(task).get("text") == "text2img" and shared_text_state() != state_path("text2img")
+
+
+def text_for(task: str, args, device):
+    """Tokenizer and the frozen text encoder a layout or inpaint run reads."""
+    own = args.text_of_text2img or reads_own_text(task)
+    tok, te = trained_text(device, trainable=False, path=state_path("text2img") if own else None)
+    return tok, te, ({"text": "text2img"} if own else None)
+
+
+def said_which_text(task: str, args, loop) -> None:
+    if args.text_of_text2img:
+        log(task, f"reads text2img's own text encoder from step {loop.step}")
+
+
 def train_layout(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
-    tok, te = trained_text(device, trainable=False)
+    tok, te, which_text = text_for("layout", args, device)
     unet = models.build_unet("layout")
     fresh = not os.path.exists(os.path.join(RUNS, "layout", "state.safetensors"))
     if fresh:
@@ -940,7 +969,8 @@ def train_layout(args, device):
     named = list(unet.named_parameters())
     groups = [{"params": [p for n, p in named if not gated(n)]},
               {"params": [p for n, p in named if gated(n)], "lr_scale": args.gated_lr_scale}]
-    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups)
+    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups, extra=which_text)
+    said_which_text("layout", args, loop)
     if args.base_from_text2img:
         base_from_text2img(loop, gated)
     if args.open_gates:
@@ -1024,13 +1054,15 @@ def inpaint_batch(rng: random.Random, scenes: list[Scene], crowded: list[int], n
 def train_inpaint(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
-    tok, te = trained_text(device, trainable=False)
+    tok, te, which_text = text_for("inpaint", args, device)
     unet = models.build_unet("inpaint")
     if not os.path.exists(os.path.join(RUNS, "inpaint", "state.safetensors")):
         init_from_text2img(unet, device)
     unet = unet.to(device).train()
     sched = models.build_scheduler()
-    loop = Loop("inpaint", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()))
+    loop = Loop("inpaint", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, list(unet.parameters()),
+                extra=which_text)
+    said_which_text("inpaint", args, loop)
     rng = random.Random(4000 + loop.step)
     attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
@@ -1170,16 +1202,24 @@ def export(args):
     no_checker = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     up_vae = upscaler_vae(vae)  # rescaled in float32, before a pipeline turns `vae` to fp16
 
+    own = []  # text2img's own encoder, built once, so that layout can share it
+
     def own_text():
         if shared_text_state() == state_path("text2img"):
             return te
-        return trained_text("cpu", trainable=False, path=state_path("text2img"))[1]
+        if not own:
+            own.append(trained_text("cpu", trainable=False, path=state_path("text2img"))[1])
+        return own[0]
 
     builders = {  # built only for the tasks that have a state
         "text2img": lambda: StableDiffusionPipeline(**dict(common, text_encoder=own_text()),
                                                     unet=_ema_unet("text2img"), **no_checker),
-        "layout": lambda: StableDiffusionGLIGENPipeline(**common, unet=_ema_unet("layout"), **no_checker),
-        "inpaint": lambda: StableDiffusionInpaintPipeline(**common, unet=_ema_unet("inpaint"), **no_checker),
+        "layout": lambda: StableDiffusionGLIGENPipeline(
+            **dict(common, text_encoder=own_text() if reads_own_text("layout") else te),
+            unet=_ema_unet("layout"), **no_checker),
+        "inpaint": lambda: StableDiffusionInpaintPipeline(
+            **dict(common, text_encoder=own_text() if reads_own_text("inpaint") else te),
+            unet=_ema_unet("inpaint"), **no_checker),
         "upscale": lambda: StableDiffusionUpscalePipeline(
             **dict(common, vae=up_vae, scheduler=models.build_default_scheduler("upscale")),
             unet=_ema_unet("upscale"), low_res_scheduler=DDPMScheduler(num_train_timesteps=1000),
@@ -1230,12 +1270,28 @@ def trained_minutes(task: str) -> float:
     return round(total + last, 1)
 
 
+def shared_text_folder(weights: str) -> str | None:
+    """The folder of the text encoder that upscale (and layout and inpaint, unless they read
+    text2img's own) were trained against, or None when the set has no other than text2img's."""
+    own = os.path.realpath(os.path.join(weights, "text2img", "text_encoder"))
+    for task in ("upscale", "inpaint", "layout"):
+        folder = os.path.realpath(os.path.join(weights, task, "text_encoder"))
+        if os.path.isdir(folder) and folder != own:
+            return folder
+    return None
+
+
 def own_text_encoder(weights: str) -> str | None:
     """text2img's own text encoder folder in a shipped set, or None when it is the one
     the other pipelines share."""
     own = os.path.realpath(os.path.join(weights, "text2img", "text_encoder"))
-    shared = os.path.realpath(os.path.join(weights, "layout", "text_encoder"))
-    return own if os.path.isdir(shared) and own != shared else None
+    return own if shared_text_folder(weights) else None
+
+
+def ships_own_text(weights: str, task: str) -> bool:
+    """Whether the shipped pipeline of `task` reads text2img's own text encoder."""
+    own = own_text_encoder(weights)
+    return own is not None and os.path.realpath(os.path.join(weights, task, "text_encoder")) == own
 
 
 def state_from_shipped(task: str, weights: str) -> bool:
@@ -1257,7 +1313,7 @@ def state_from_shipped(task: str, weights: str) -> bool:
         return False
     f32 = dict(torch_dtype=torch.float32)
     if task == "text":
-        mods, extra = {"text": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **f32)}, {}
+        mods, extra = {"text": CLIPTextModel.from_pretrained(shared_text_folder(weights), **f32)}, {}
     elif task == "vae":
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **f32)
         mods, extra = {"vae": vae}, {"scaling_factor": vae.config.scaling_factor}
@@ -1267,6 +1323,8 @@ def state_from_shipped(task: str, weights: str) -> bool:
         extra = {}
     else:
         mods, extra = {"unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **f32)}, {}
+        if task in ("layout", "inpaint") and ships_own_text(weights, task):
+            extra = {"text": "text2img"}
     emas = {name: Ema(m, 0.999) for name, m in mods.items()}
     opt = torch.optim.AdamW([p for m in mods.values() for p in m.parameters()])
     os.makedirs(os.path.join(RUNS, task), exist_ok=True)
@@ -1345,6 +1403,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--base-from-text2img", action="store_true",
                     help="layout: once, at the start of this run, take every non-gated layer "
                          "from text2img's current weights (the gated layers keep theirs)")
+    ap.add_argument("--text-of-text2img", action="store_true",
+                    help="layout, inpaint: read text2img's own text encoder (which tells the cell words "
+                         "apart) instead of the shared one, from this run on (kept in the state)")
     ap.add_argument("--open-gates", type=float, default=0.0,
                     help="layout: once, at the start of this run, set every gate tanh(alpha) "
                          "of the gated layers to this value (0: leave them)")
