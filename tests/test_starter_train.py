@@ -586,3 +586,30 @@ def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold
     assert all(torch.allclose(torch.tanh(g), torch.tensor(0.2)) and g.grad is None for g in gates)
     assert loop.emas["unet"].shadow[[n for n, _ in layout.named_parameters() if n.endswith(".alpha_attn")][0]] \
         == pytest.approx(float(np.arctanh(0.2)))
+
+
+@pytest.mark.parametrize("task, extra", [("layout", ["--base-from-text2img"]),
+                                         ("inpaint", ["--cell-attention-loss", "1", "--high-noise-share", "1"])])
+def test_layout_and_inpaint_runs_can_read_text2imgs_own_text_encoder(tmp_path, monkeypatch, task, extra):
+    """Two steps of `train <task> --text-of-text2img` from the shipped state: the run keeps
+    the choice in its state, a resumed run without the flag keeps reading that encoder, and
+    inpaint's cell-word loss is measured on its cross-attention."""
+    from safetensors import safe_open
+
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    read, labels = [], []
+    trained_text = train.trained_text
+    monkeypatch.setattr(train, "trained_text", lambda device, trainable, path=None: (
+        read.append(path), trained_text(device, trainable, path))[1])
+    tracked = train.tracked
+    monkeypatch.setattr(train, "tracked", lambda history, value, step, task, label, *a: (
+        labels.append(label), tracked(history, value, step, task, label, *a))[1])
+    start = shipped_step(task)
+    common = ["--cache", "16", "--batch", "4", "--prefetch", "0", "--attention-loss", "0.01"]
+    train.main([task, "--text-of-text2img", *extra, *common, "--max-steps", str(start + 2)])
+    with safe_open(str(tmp_path / task / "state.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == str(start + 2) and json.loads(f.metadata()["text"]) == "text2img"
+    train.main([task, *common, "--max-steps", str(start + 3)])  # resumed, no flag
+    assert read == [train.state_path("text2img")] * 2 and train.reads_own_text(task)
+    assert "attention outside the boxes" in labels
+    assert ("cell words' attention outside the boxes at high noise" in labels) == (task == "inpaint")

@@ -1064,7 +1064,9 @@ def train_inpaint(args, device):
                 extra=which_text)
     said_which_text("inpaint", args, loop)
     rng = random.Random(4000 + loop.step)
-    attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss)
+    attention = AttentionSupervision("inpaint", unet, tok, args.attention_loss,
+                                     record=bool(args.cell_attention_loss))
+    cells = CellAttentionSupervision(attention, args.cell_attention_loss, args.cell_loss_max_grid)
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
     orange = with_an_orange_object(scenes)
 
@@ -1073,20 +1075,23 @@ def train_inpaint(args, device):
                                           orange, args.article_share)
         batch_scenes = [scenes[i] for i in idx]
         images = pixels_to_tensor(render_chunk(batch_scenes, 64))
-        return idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes)
+        return (idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes),
+                cells.targets(texts))
 
     batches = Prefetch(make_batch, loop.step, args.prefetch)
 
     def loss_fn(step):
-        idx, masks, images, ids, targets = batches()
+        idx, masks, images, ids, targets, cell_words = batches()
         images, masks = images.to(device), masks.to(device)
         with torch.no_grad():
             cond = te(ids.to(device))[0]
             masked = encode_latents(vae, images * (masks < 0.5)).to(device)
         small = F.interpolate(masks, size=lat.shape[-2:])
         attention.start_pass()
-        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1))
-        return attention.added_to(loss, step, targets)
+        t = cells.timesteps(args.batch, sched, device)
+        loss = diffusion_loss(unet, sched, lat[idx].to(device), cond, extra_in=torch.cat([small, masked], 1), t=t)
+        loss = attention.added_to(loss, step, targets)
+        return cells.added_to(loss, step, targets, cell_words, t)
 
     loop.run(loss_fn, batches)
 
@@ -1374,7 +1379,7 @@ def parser() -> argparse.ArgumentParser:
                     help="text2img, layout, inpaint: weight of the loss keeping each object's "
                          "words' cross-attention inside its box (see attention_loss.py)")
     ap.add_argument("--cell-attention-loss", type=float, default=0.0,
-                    help=f"text2img: weight of the loss keeping the cell words' cross-attention "
+                    help=f"text2img, inpaint: weight of the loss keeping the cell words' cross-attention "
                          f"inside their object's box at t >= {HIGH_NOISE_FROM} (see "
                          "CellAttentionSupervision)")
     ap.add_argument("--cell-loss-max-grid", type=int, default=None,
