@@ -279,6 +279,8 @@ def test_text2img_with_a_text_encoder_of_its_own_exports_it_apart_from_the_share
     for task in ("vae", "text2img", "layout", "inpaint", "upscale"):
         assert train.state_from_shipped(task, train.WEIGHTS)
     assert not train.state_from_shipped("text", train.WEIGHTS) or train.own_text_encoder(train.WEIGHTS)
+    layout_state = str(tmp_path / "runs" / "layout" / "state.safetensors")
+    save_file(load_file(layout_state), layout_state, metadata={"step": "9"})  # reads the shared one
     t2i_state = tmp_path / "runs" / "text2img" / "state.safetensors"
     shared = train.ema_text_weights(str(t2i_state))
     if train.own_text_encoder(train.WEIGHTS):  # the shipped set has its own already
@@ -308,7 +310,7 @@ def test_text2img_with_a_text_encoder_of_its_own_exports_it_apart_from_the_share
     assert all(torch.allclose(again[k], shared[k].half().float()) for k in shared)
 
 
-@pytest.mark.parametrize("readers", [("layout",), ("layout", "inpaint")])
+@pytest.mark.parametrize("readers", [(), ("layout",), ("layout", "inpaint")])
 def test_models_that_read_text2imgs_own_text_encoder_ship_linked_to_it(tmp_path, monkeypatch, readers):
     """--text-of-text2img: a layout or inpaint run keeps the choice in its state; export
     links those pipelines' text encoder to text2img's own and stores the shared one once,
@@ -319,10 +321,11 @@ def test_models_that_read_text2imgs_own_text_encoder_ship_linked_to_it(tmp_path,
     for task in ("vae", "text", "text2img", "layout", "inpaint", "upscale"):
         assert train.state_from_shipped(task, train.WEIGHTS)
     shared = train.ema_text_weights(train.shared_text_state())
-    for task in readers:
+    for task in ("layout", "inpaint"):
         state = str(tmp_path / "runs" / task / "state.safetensors")
-        save_file(load_file(state), state, metadata={"step": "9", "text": json.dumps("text2img")})
-        assert train.reads_own_text(task)
+        which = {"text": json.dumps("text2img")} if task in readers else {}
+        save_file(load_file(state), state, metadata={"step": "9", **which})
+        assert train.reads_own_text(task) == (task in readers)
 
     out = tmp_path / "weights"
     train.export(argparse.Namespace(weights=str(out)))
