@@ -1305,20 +1305,20 @@ def state_from_shipped(task: str, weights: str) -> bool:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    folder = os.path.join(weights, {"vae": "text2img", "text": "layout"}.get(task, task))
+    # the shared text encoder's folder is None when all four read one: it lives in text2img's state
+    folder = (shared_text_folder(weights) if task == "text"
+              else os.path.join(weights, {"vae": "text2img"}.get(task, task)))
     info = os.path.join(weights, "training.json")
-    if not (os.path.isdir(folder) and os.path.exists(info)):
+    if not (folder and os.path.isdir(folder) and os.path.exists(info)):
         return False
     with open(info) as f:
         shipped = json.load(f)
     step, minutes = shipped["steps"].get(task, 0), shipped.get("minutes", {}).get(task, 0.0)
-    if task == "text" and own_text_encoder(weights) is None:
-        return False  # one text encoder for all four: it lives in text2img's state
     if not step and task != "text":  # the shared text encoder trains with text2img: no steps of its own
         return False
     f32 = dict(torch_dtype=torch.float32)
     if task == "text":
-        mods, extra = {"text": CLIPTextModel.from_pretrained(shared_text_folder(weights), **f32)}, {}
+        mods, extra = {"text": CLIPTextModel.from_pretrained(folder, **f32)}, {}
     elif task == "vae":
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **f32)
         mods, extra = {"vae": vae}, {"scaling_factor": vae.config.scaling_factor}
