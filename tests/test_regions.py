@@ -45,8 +45,12 @@ def test_regions_that_all_read_the_caption_change_nothing(starter):
 
 
 def test_a_circle_beside_a_square_stays_a_circle_with_regional_prompts(starter, judge):
-    """Without regions the shared caption turns the red circle into a square (the
-    model card's binding failure); with them the judge finds a circle most times."""
+    """With regions the judge finds a circle most times. On the layout weights that read
+    the shared text encoder (up to step 10,257) the one caption turned the red circle
+    into a square (at most 2 of these 4 seeds a circle without regions); the layout
+    model that reads text-to-image's encoder keeps it without them too (3 of 4 at step
+    14,351), and regional prompts must not lose it (their average gain in shape is in
+    the card's Figures)."""
     circles = {False: 0, True: 0}
     for regional in (False, True):
         for seed in range(1, 5):
@@ -55,7 +59,7 @@ def test_a_circle_beside_a_square_stays_a_circle_with_regional_prompts(starter, 
             shapes = [o["shape"] for o in judge.read(image)["objects"]]
             circles[regional] += "circle" in shapes
     assert circles[True] >= 3, circles
-    assert circles[True] >= circles[False] + 2, circles
+    assert circles[True] >= circles[False], circles
 
 
 def test_a_regional_layout_is_recorded_restored_and_shown_as_code(starter, tmp_path,

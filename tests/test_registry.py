@@ -23,13 +23,14 @@ def test_default_registry_is_the_starter_for_every_task():
 
 
 def test_starter_tasks_share_text_encoder_vae_and_tokenizer():
-    """One VAE and tokenizer for all; one text encoder for layout, inpainting and upscaling,
-    and text-to-image's own (its cell words learned apart: MODEL_CARD, "Cell words")."""
+    """One VAE and tokenizer for all; text-to-image's own text encoder (its cell words
+    learned apart: MODEL_CARD, "Cell words") for text-to-image and layout, and one for
+    inpainting and upscaling."""
     registry = Registry(device="cpu")
     t2i = registry.pipeline("starter", "text_to_image")
     inpaint = registry.pipeline("starter", "inpaint")
     layout = registry.pipeline("starter", "layout_to_image")
-    assert inpaint.text_encoder is layout.text_encoder and inpaint.text_encoder is not t2i.text_encoder
+    assert layout.text_encoder is t2i.text_encoder and inpaint.text_encoder is not t2i.text_encoder
     assert inpaint.vae is t2i.vae is layout.vae and inpaint.tokenizer is t2i.tokenizer is layout.tokenizer
     assert inpaint.unet is not t2i.unet
     text_encoders = {id(c) for c in registry._components.values()

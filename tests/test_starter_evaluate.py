@@ -293,3 +293,24 @@ def test_shared_tail_swaps_only_the_text_encoders_outputs_from_sep_on(tmp_path):
         after = own(ids)[0]
     assert torch.equal(after[:, :8], before[:, :8])
     assert torch.allclose(after[:, 8:], theirs[:, 8:]) and not torch.allclose(before[:, 8:], theirs[:, 8:])
+
+
+def test_the_sharing_note_names_text_to_images_own_encoder_where_layout_reads_it(tmp_path):
+    import os
+    for part in ("tokenizer", "text_encoder", "vae"):
+        (tmp_path / "text2img" / part).mkdir(parents=True)
+    (tmp_path / "inpaint" / "text_encoder").mkdir(parents=True)
+    (tmp_path / "upscale" / "vae").mkdir(parents=True)
+    (tmp_path / "layout").mkdir()
+    for task in ("layout", "inpaint", "upscale"):
+        os.symlink("../text2img/tokenizer", tmp_path / task / "tokenizer")
+        if task != "upscale":
+            os.symlink("../text2img/vae", tmp_path / task / "vae")
+    os.symlink("../text2img/text_encoder", tmp_path / "layout" / "text_encoder")
+    os.symlink("../inpaint/text_encoder", tmp_path / "upscale" / "text_encoder")
+    note = ev.sharing_note(str(tmp_path))
+    assert ("text2img's own text encoder, trained on with the cell-word attention loss "
+            "(Training, \"Cell words\"), is shared by text2img, layout (stored once, in "
+            "`weights/text2img/`)") in note
+    assert "the text encoder is shared by inpaint, upscale (stored once, in `weights/inpaint/`)" in note
+    assert "of its own" not in note.replace("upscale has a VAE of its own", "")

@@ -63,17 +63,19 @@ def test_pipeline_loads_and_draws_a_picture_of_the_right_size(task, size):
 
 
 def test_pipelines_share_one_tokenizer_text_encoder_and_vae():
-    """text2img stores the tokenizer and VAE, layout the text encoder the other three share;
-    text2img's own text encoder differs from it only in the cell words' embeddings
-    (MODEL_CARD, Training, "Cell words")."""
+    """text2img stores the tokenizer, the VAE and its own text encoder, which layout reads
+    too; inpaint stores the text encoder it and upscale share. text2img's own differs from
+    that only in the cell words' embeddings (MODEL_CARD, Training, "Cell words")."""
     base = os.path.realpath(os.path.join(WEIGHTS, "text2img"))
-    shared_text = os.path.realpath(os.path.join(WEIGHTS, "layout", "text_encoder"))
+    shared_text = os.path.realpath(os.path.join(WEIGHTS, "inpaint", "text_encoder"))
     for task in ("layout", "inpaint", "upscale"):
         for part in ("vae", "tokenizer"):
             if (task, part) == ("upscale", "vae"):
                 continue  # its own rescaled copy (see the next tests)
             assert os.path.realpath(os.path.join(WEIGHTS, task, part)) == os.path.join(base, part)
-        assert os.path.realpath(os.path.join(WEIGHTS, task, "text_encoder")) == shared_text
+    assert os.path.realpath(os.path.join(WEIGHTS, "layout", "text_encoder")) == \
+        os.path.join(base, "text_encoder")
+    assert os.path.realpath(os.path.join(WEIGHTS, "upscale", "text_encoder")) == shared_text
 
 
 def test_text_to_images_own_text_encoder_differs_only_in_the_cell_words():
@@ -83,7 +85,7 @@ def test_text_to_images_own_text_encoder_differs_only_in_the_cell_words():
     from playground.starter.train import cell_word_ids
 
     own = load_file(os.path.join(WEIGHTS, "text2img", "text_encoder", "model.safetensors"))
-    shared = load_file(os.path.join(WEIGHTS, "layout", "text_encoder", "model.safetensors"))
+    shared = load_file(os.path.join(WEIGHTS, "inpaint", "text_encoder", "model.safetensors"))
     table = "embeddings.token_embedding.weight"
     assert {name for name in own if not torch.equal(own[name], shared[name])} == {table}
     rows = (own[table] != shared[table]).any(dim=1).nonzero().flatten().tolist()

@@ -537,7 +537,7 @@ def test_every_stage_of_train_all_sh_parses_with_trains_own_options():
     script = Path(train.__file__).with_name("train_all.sh").read_text().replace("\\\n", " ")
     stages = [line.split(None, 1)[1] for line in script.splitlines() if line.startswith("$T ")]
     assert [s.split()[0] for s in stages] == ["vae", "text2img", "layout", "inpaint", "text2img", "text2img",
-                                              "upscale", "vae", "export"]
+                                              "layout", "layout", "upscale", "vae", "export"]
     # an unknown or misspelt flag makes the parser exit
     parsed = [train.parser().parse_args(shlex.split(re.sub(r'"\$\(m ([\d.]+)\)"', r"\1", stage).rstrip("& ")))
               for stage in stages]
@@ -547,6 +547,11 @@ def test_every_stage_of_train_all_sh_parses_with_trains_own_options():
     cells, held = parsed[4:6]  # the shipped cell-word recipe (MODEL_CARD, Training, "Cell words")
     assert cells.own_text and cells.cell_words_only and held.own_text and held.cell_words_only
     assert (cells.hold_tail, held.hold_tail, held.unet_lr_scale, held.cell_attention_loss) == (0, 10, 0.03, 1)
+    rebase, more = parsed[6:8]  # layout on text2img's layers and encoder (MODEL_CARD, Training, "Layout and
+    # inpainting on text-to-image's own text encoder"): the once-only flags on the first stage alone
+    assert rebase.base_from_text2img and rebase.text_of_text2img
+    assert not (more.base_from_text2img or more.text_of_text2img)
+    assert (rebase.lr, rebase.gated_lr_scale, more.lr, more.gated_lr_scale) == (3e-5, 100, 3e-5, 100)
 
 
 def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):

@@ -599,6 +599,10 @@ def sharing_note(weights: str = WEIGHTS) -> str:
         if len(tasks) == 1:
             why = WHY_OWN.get((tasks[0], part))
             said.append(f"{tasks[0]} has a {name} of its own" + (f", {why}" if why else ""))
+        elif part == "text_encoder" and "text2img" in tasks and len(tasks) < 4:
+            said.append(f"text2img's own {name}, trained on with the cell-word attention loss "
+                        f"(Training, \"Cell words\"), is shared by {', '.join(tasks)} "
+                        f"(stored once, in `weights/{home}/`)")
         else:
             who = "all four" if len(tasks) == 4 else ", ".join(tasks)
             said.append(f"the {name} is shared by {who} (stored once, in `weights/{home}/`)")

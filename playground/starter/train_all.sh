@@ -23,7 +23,10 @@
 # words' attention is pushed into their object's box at high noise (--cell-attention-loss 1
 # --high-noise-share 0.3), and in the second part the encoder's outputs after the words are
 # held at the shared encoder's, where the UNet reads the object's look (--hold-tail 10;
-# MODEL_CARD, "Cell words").
+# MODEL_CARD, "Cell words"). Layout then takes text2img's non-gated UNet layers and reads its own
+# text encoder from then on (--base-from-text2img --text-of-text2img, once), its base layers at
+# 3e-5 and its gated ones a hundred times faster (MODEL_CARD, "Layout and inpainting on
+# text-to-image's own text encoder").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 s=${1:-1}
@@ -43,6 +46,11 @@ $T text2img --minutes "$(m 84)" --batch 32 --own-text --cell-words-only --unet-l
 $T text2img --minutes "$(m 229)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
             --attention-loss 0.01 --cell-attention-loss 1 --high-noise-share 0.3 --x0-weight-floor 0.5 \
             --article-share 0.1 --lr 3e-3 --anneal-to 0.1 --hold-tail 10
+$T layout   --minutes "$(m 24)" --batch 32 --lr 3e-5 --gated-lr-scale 100 --attention-loss 0.01 \
+            --grounding-loss 0.05 --x0-weight-floor 0.5 --article-share 0.2 --anneal-to 0.1 \
+            --base-from-text2img --text-of-text2img
+$T layout   --minutes "$(m 87)" --batch 32 --lr 3e-5 --gated-lr-scale 100 --attention-loss 0.01 \
+            --grounding-loss 0.05 --x0-weight-floor 0.5 --article-share 0.2 --anneal-to 0.1
 $T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
             --anneal-to 0.1
 $T vae      --minutes "$(m 10)" --batch 32 --crop 64 --decoder-only --lr 3e-4

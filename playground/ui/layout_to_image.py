@@ -126,7 +126,7 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             regional = gr.Checkbox(label="Regional prompts: each box reads only its phrase",
                                    value=True, elem_id=f"{TAB}-regional",
                                    info="Keeps two objects' colours and shapes apart (a red "
-                                        "circle stays a circle beside a yellow square); the "
+                                        "circle stays a circle beside a blue square); the "
                                         "boxes are fitted a little less tightly.")
             # On from the start as well: better box fit and colours (model card, "colour
             # hints" rows) for one VAE encoding per colour
