@@ -57,7 +57,7 @@ def make_all(pg: Playground) -> dict[str, Image.Image]:
         "layout_to_image": pg.layout_to_image(
             "a red circle and a blue square", ["a red circle", "a blue square"],
             [[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]], steps=STEPS, seed=3,
-            place_objects=True, regional_prompts=True, colour_hints=True),  # as the Layout tab starts
+            regional_prompts=True, colour_hints=True),  # as the Layout tab starts
         "inpaint": pg.inpaint(picture, square_mask(), "two objects: a red circle at the top "
                               "left and a green triangle at the bottom right", steps=STEPS, seed=5),
         "upscale": pg.upscale(picture, "a red circle and a blue square", steps=STEPS,

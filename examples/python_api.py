@@ -68,12 +68,13 @@ def main(argv=None) -> None:
                                  place_objects=True)
     save(steered, out / "layout_to_image_placed.png")
     # ... and with regional prompts (each box reads only its own phrase) and colour hints
-    # (each phrase's colour painted faintly into its box's starting noise): the Layout tab's start
+    # (each phrase's colour painted faintly into its box's starting noise), unsteered: the
+    # Layout tab's start
     regional = pg.layout_to_image("a red circle and a blue square",
                                   phrases=["a red circle", "a blue square"],
                                   boxes=[[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]],
                                   scheduler="Euler a", steps=args.steps, seed=2,
-                                  place_objects=True, regional_prompts=True, colour_hints=True)
+                                  regional_prompts=True, colour_hints=True)
     save(regional, out / "layout_to_image_regional.png")
 
     # Inpainting: white in the mask = repaint; everything else comes back unchanged

@@ -222,18 +222,19 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
                            ".includes('a red circle')")
     assert "a red circle" in table.inner_text()
 
-    seen = generate(page, "layout")  # steering toward the boxes is on from the start
+    seen = generate(page, "layout")  # regional prompts and colour hints, no steering
     assert_progress_was_shown(seen)
-    assert any(text.startswith("Placing objects") for text in seen), seen
-    placed = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert not any(text.startswith("Placing objects") for text in seen), seen
+    plain = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     overlay = page.locator("#layout-overlay")
     assert "a red circle" in overlay.inner_text(), "the box is not drawn over the result"
 
-    page.locator("#layout-place input[type=checkbox]").uncheck()
+    page.locator("#layout-place input[type=checkbox]").check()  # off from the start
     seen = generate(page, "layout")
-    assert not any(text.startswith("Placing objects") for text in seen), seen
-    plain = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert any(text.startswith("Placing objects") for text in seen), seen
+    placed = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     assert np.abs(placed - plain).max() > 50, "the checkbox did not reach the run"
+    page.locator("#layout-place input[type=checkbox]").uncheck()
 
     page.locator("#layout-regional input[type=checkbox]").uncheck()  # on from the start
     generate(page, "layout")

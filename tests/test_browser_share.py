@@ -31,7 +31,7 @@ def test_copy_link_opens_the_same_tab_and_settings_without_running(page):  # noq
     page.fill("#layout-prompt textarea", "a red circle and a blue square, shared")
     set_number(page, "layout-seed", 77)
     set_number(page, "layout-steps", 9)
-    page.locator("#layout-place input[type=checkbox]").uncheck()  # on by default
+    page.locator("#layout-place input[type=checkbox]").check()  # off by default
     page.click("#layout-copy-link")
     page.wait_for_function("() => (document.querySelector('#layout-link textarea') || "
                            "document.querySelector('#layout-link input')).value"
@@ -46,7 +46,7 @@ def test_copy_link_opens_the_same_tab_and_settings_without_running(page):  # noq
     assert field_value(opened, "layout-prompt") == "a red circle and a blue square, shared"
     assert field_value(opened, "layout-seed") == "77"
     assert field_value(opened, "layout-steps") == "9"
-    assert not opened.locator("#layout-place input[type=checkbox]").is_checked()
+    assert opened.locator("#layout-place input[type=checkbox]").is_checked()
     opened.wait_for_function("() => (document.querySelector('#layout-table')?.innerText"
                              " || '').includes('a blue square')")
     table = opened.inner_text("#layout-table")

@@ -352,6 +352,9 @@ def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list
     hinted, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True, regional=True,
                                hints=True)
     figures.update({HINTED_LAYOUT_ROWS[k]: v for k, v in hinted.items()})
+    unsteered, _ = layout_figures(pipe, judge, cases, guidance, place_objects=False, regional=True,
+                                  hints=True)  # the Layout tab's start
+    figures.update({TAB_START_LAYOUT_ROWS[k]: v for k, v in unsteered.items()})
     return figures, examples
 
 
@@ -364,6 +367,9 @@ REGIONAL_LAYOUT_ROWS = {k: v.replace("objects placed", "placed + regional prompt
 HINTED_LAYOUT_ROWS = {k: v.replace("regional prompts", "regional + colour hints")
                       .replace(", placed + regional", ", placed + regional + hints")
                       for k, v in REGIONAL_LAYOUT_ROWS.items()}
+TAB_START_LAYOUT_ROWS = {k: v.replace("placed + regional + colour hints", "regional + colour hints")
+                         .replace(", placed + regional + hints", ", regional + hints")
+                         for k, v in HINTED_LAYOUT_ROWS.items()}
 
 
 def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bool,

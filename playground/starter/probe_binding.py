@@ -3,10 +3,10 @@
 A small text encoder reads "a red circle and a yellow square" as one bag of words, and
 the starter layout model then trades attributes between the objects. This probe draws
 a few two-object layouts (one object per half of the picture) through the playground's
-own API, with the objects steered into their boxes (place_objects): with one prompt for
-the whole picture, with regional prompts (tasks/regions.py), and with regional prompts
-and colour hints (tasks/colour_hint.py); the judge reads, box by box, the object that
-best overlaps it.
+own API: with one prompt for the whole picture, with regional prompts
+(tasks/regions.py), with regional prompts and colour hints (tasks/colour_hint.py; the
+Layout tab's start), and with those two and the objects steered into their boxes
+(place_objects); the judge reads, box by box, the object that best overlaps it.
 
     python -m playground.starter.probe_binding [--seeds 8] [--threads 1]
 
@@ -27,7 +27,9 @@ LEFT, RIGHT = [0.05, 0.3, 0.45, 0.7], [0.55, 0.3, 0.95, 0.7]
 PAIRS = (("a red circle", "a yellow square"), ("a red circle", "a blue square"),
          ("a green triangle", "a purple circle"))
 SETTINGS = {"one prompt": {}, "regional prompts": {"regional_prompts": True},
-            "regional + colour hints": {"regional_prompts": True, "colour_hints": True}}
+            "regional + colour hints": {"regional_prompts": True, "colour_hints": True},
+            "regional + colour hints, steered": {"regional_prompts": True, "colour_hints": True,
+                                                 "place_objects": True}}
 
 
 def read_boxes(judge, image, phrases) -> list[dict]:
@@ -59,8 +61,7 @@ def main(argv=None):
         for setting, options in SETTINGS.items():
             start, counts, left_drawn = time.time(), collections.Counter(), collections.Counter()
             for seed in range(1, args.seeds + 1):
-                image = pg.layout_to_image(caption, list(phrases), [LEFT, RIGHT], seed=seed,
-                                           place_objects=True, **options)
+                image = pg.layout_to_image(caption, list(phrases), [LEFT, RIGHT], seed=seed, **options)
                 for side, box in zip(("left", "right"), read_boxes(judge, image, phrases)):
                     shape = box["shape"] == box["asked"]["shape"]
                     colour = box["colour"] == box["asked"]["colour"]

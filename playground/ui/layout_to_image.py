@@ -115,21 +115,23 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             negative = gr.Textbox(label="Negative prompt", elem_id=f"{TAB}-negative")
             buttons = run_buttons(TAB)
             controls = sampling_controls(pg, TASK, TAB)
-            # On from the start: without it the starter layout model mostly ignores the boxes
-            place = gr.Checkbox(label="Steer the objects into their boxes", value=True,
+            # Off from the start: with regional prompts and colour hints (below) the starter
+            # layout model keeps more attributes unsteered at about the same box fit (model
+            # card, "regional + colour hints" rows), and a picture costs no gradients
+            place = gr.Checkbox(label="Steer the objects into their boxes", value=False,
                                 elem_id=f"{TAB}-place",
                                 info="Steers the starting noise toward the boxes before "
                                      "sampling (20 passes with gradients: about +1 s per "
                                      "picture on the starter model, far more on large models).")
-            # On from the start too: objects' attributes come out right more often (model
-            # card, "placed + regional prompts" rows), at a small cost in box fit
+            # On from the start: each box reads only its phrase, so two objects keep their
+            # own colours and shapes (README, "Regional prompts and colour hints")
             regional = gr.Checkbox(label="Regional prompts: each box reads only its phrase",
                                    value=True, elem_id=f"{TAB}-regional",
                                    info="Keeps two objects' colours and shapes apart (a red "
                                         "circle stays a circle beside a blue square); the "
                                         "boxes are fitted a little less tightly.")
-            # On from the start as well: better box fit and colours (model card, "colour
-            # hints" rows) for one VAE encoding per colour
+            # On from the start as well: colours held in their boxes (model card, "regional
+            # + colour hints" rows) for one VAE encoding per colour
             hints = gr.Checkbox(label="Colour hints: paint each box's colour into the noise",
                                 value=True, elem_id=f"{TAB}-hints",
                                 info="Adds the colour a phrase names (red, yellow, ...) "
