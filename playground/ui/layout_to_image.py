@@ -120,9 +120,10 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             # card, "regional + colour hints" rows), and a picture costs no gradients
             place = gr.Checkbox(label="Steer the objects into their boxes", value=False,
                                 elem_id=f"{TAB}-place",
-                                info="Steers the starting noise toward the boxes before "
-                                     "sampling (20 passes with gradients: about +1 s per "
-                                     "picture on the starter model, far more on large models).")
+                                info="For models that ignore their boxes: steers the "
+                                     "starting noise toward them before sampling (20 passes "
+                                     "with gradients: about +1 s per picture on the starter "
+                                     "model, far more on large models).")
             # On from the start: each box reads only its phrase, so two objects keep their
             # own colours and shapes (README, "Regional prompts and colour hints")
             regional = gr.Checkbox(label="Regional prompts: each box reads only its phrase",
