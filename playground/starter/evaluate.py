@@ -345,31 +345,30 @@ PLACED_TEXT_ROWS = {(False, False): ("objects placed", "placed", "placed"),
 def eval_layout(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:
     cases = layout_cases(n)
     figures, examples = layout_figures(pipe, judge, cases, guidance, place_objects=False)
-    placed, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True)
-    figures.update({PLACED_LAYOUT_ROWS[k]: v for k, v in placed.items()})
-    regional, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True, regional=True)
-    figures.update({REGIONAL_LAYOUT_ROWS[k]: v for k, v in regional.items()})
-    hinted, _ = layout_figures(pipe, judge, cases, guidance, place_objects=True, regional=True,
-                               hints=True)
-    figures.update({HINTED_LAYOUT_ROWS[k]: v for k, v in hinted.items()})
-    unsteered, _ = layout_figures(pipe, judge, cases, guidance, place_objects=False, regional=True,
-                                  hints=True)  # the Layout tab's start
-    figures.update({TAB_START_LAYOUT_ROWS[k]: v for k, v in unsteered.items()})
+    for options, rows in LAYOUT_OPTION_ROWS:
+        got, _ = layout_figures(pipe, judge, cases, guidance, **options)
+        figures.update({rows[k]: v for k, v in got.items()})
     return figures, examples
 
 
-PLACED_LAYOUT_ROWS = {"mean box IoU": "objects placed: mean box IoU",
-                      "attributes right (all stated)": "objects placed: attributes right (all stated)",
-                      "colour": "objects placed: colour", "shape": "objects placed: shape",
-                      "seconds / picture": "seconds / picture, placed"}
-REGIONAL_LAYOUT_ROWS = {k: v.replace("objects placed", "placed + regional prompts")
-                        .replace(", placed", ", placed + regional") for k, v in PLACED_LAYOUT_ROWS.items()}
-HINTED_LAYOUT_ROWS = {k: v.replace("regional prompts", "regional + colour hints")
-                      .replace(", placed + regional", ", placed + regional + hints")
-                      for k, v in REGIONAL_LAYOUT_ROWS.items()}
-TAB_START_LAYOUT_ROWS = {k: v.replace("placed + regional + colour hints", "regional + colour hints")
-                         .replace(", placed + regional + hints", ", regional + hints")
-                         for k, v in HINTED_LAYOUT_ROWS.items()}
+def layout_rows(setting: str, short: str) -> dict:
+    """How the Figures name a layout figure measured with the playground's options on."""
+    return {"mean box IoU": f"{setting}: mean box IoU",
+            "attributes right (all stated)": f"{setting}: attributes right (all stated)",
+            "colour": f"{setting}: colour", "shape": f"{setting}: shape",
+            "seconds / picture": f"seconds / picture, {short}"}
+
+
+# (options, row names): each setting measured beside the stock pipeline
+LAYOUT_OPTION_ROWS = (
+    ({"place_objects": True}, layout_rows("objects placed", "placed")),
+    ({"place_objects": True, "regional": True},
+     layout_rows("placed + regional prompts", "placed + regional")),
+    ({"place_objects": True, "regional": True, "hints": True},
+     layout_rows("placed + regional + colour hints", "placed + regional + hints")),
+    ({"place_objects": False, "regional": True, "hints": True},  # the Layout tab's start
+     layout_rows("regional + colour hints", "regional + hints")),
+)
 
 
 def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bool,
