@@ -49,7 +49,7 @@ $T text2img --minutes "$(m 229)" --batch 32 --own-text --cell-words-only --unet-
 $T layout   --minutes "$(m 24)" --batch 32 --lr 3e-5 --gated-lr-scale 100 --attention-loss 0.01 \
             --grounding-loss 0.05 --x0-weight-floor 0.5 --article-share 0.2 --anneal-to 0.1 \
             --base-from-text2img --text-of-text2img
-$T layout   --minutes "$(m 257)" --batch 32 --lr 3e-5 --gated-lr-scale 100 --attention-loss 0.01 \
+$T layout   --minutes "$(m 342)" --batch 32 --lr 3e-5 --gated-lr-scale 100 --attention-loss 0.01 \
             --grounding-loss 0.05 --x0-weight-floor 0.5 --article-share 0.2 --anneal-to 0.1
 $T upscale  --minutes "$(m 20)" --batch 16 --x0-weight-floor 1 --low-noise-share 0.5 --cache-up 6000 \
             --anneal-to 0.1
