@@ -24,7 +24,8 @@ scheduler, steps, guidance, seed, width, height, seconds, device, dtype, version
 warnings (list of sentences: what was changed or ignored, e.g. words the model does not
 know, a cut prompt, a rounded size). Per task: layout_to_image adds phrases and boxes;
 inpaint adds strength; upscale adds noise_level and input_size; text_to_image adds
-index and num_images; text_to_image and layout_to_image add place_objects and placed,
+index and num_images; layout_to_image adds grounding (the share of the steps its boxes
+steered); text_to_image and layout_to_image add place_objects and placed,
 and colour_hints, when the option was on; layout_to_image adds regional_prompts likewise.
 """
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Playground:
                         scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
                         seed: int = -1, control: RunControl | None = None,
                         place_objects: bool = False, regional_prompts: bool = False,
-                        colour_hints: bool = False):
+                        colour_hints: bool = False, grounding: float | None = None):
         """Make a picture with given objects in given boxes (GLIGEN).
 
         Args:
@@ -154,6 +155,11 @@ class Playground:
             colour_hints: paint the colour each phrase names ("red") faintly into the
                 starting noise inside its box (`tasks/colour_hint.py`), so objects fit
                 their boxes and keep their colours more often.
+            grounding: the share of the steps (0..1) during which the boxes steer, from the
+                first (GLIGEN's scheduled sampling); after that the caption alone draws.
+                Default: the model's (`defaults(model, "layout")["grounding"]`): 1.0 for
+                the starter model, which keeps more colours and shapes so, else 0.3
+                (diffusers' default; large models draw more natural pictures with it).
             others: as in `text_to_image`.
 
         Returns: a PIL RGB image at the model's native size, with info["settings"]
@@ -164,7 +170,7 @@ class Playground:
             self.registry, prompt=prompt, phrases=phrases, boxes=boxes,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
             guidance=guidance, seed=seed, control=control, place_objects=place_objects,
-            regional_prompts=regional_prompts, colour_hints=colour_hints)
+            regional_prompts=regional_prompts, colour_hints=colour_hints, grounding=grounding)
 
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,

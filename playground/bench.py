@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from . import Playground
-from .registry import STARTER_DIR, STARTER_FOLDERS, TASKS
+from .registry import STARTER_DIR, STARTER_FOLDERS, STARTER_OPTIONS, TASKS
 
 PROMPT = "a red circle in the top left"
 PHRASES, BOXES = ["a red circle", "a blue square"], [[0.05, 0.05, 0.45, 0.45], [0.5, 0.5, 0.95, 0.95]]
@@ -70,7 +70,8 @@ def diffusers_call(task: str, steps: int, device: str):
             return pipe(**common, generator=generator).images[0]
         if task == "layout_to_image":
             return pipe(**common, gligen_phrases=PHRASES, gligen_boxes=BOXES,
-                        gligen_scheduled_sampling_beta=0.3, generator=generator).images[0]
+                        gligen_scheduled_sampling_beta=STARTER_OPTIONS["grounding"],
+                        generator=generator).images[0]
         if task == "inpaint":
             return pipe(**common, image=picture, mask_image=mask, strength=1.0,
                         height=64, width=64, generator=generator).images[0]

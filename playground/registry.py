@@ -80,10 +80,14 @@ STARTER_OPTIONS = {"max_boxes": 3, "upscale_input_size": (64, 64),
                                 "upscale": 1.0},
                    # the starter upscaler's pictures come closest to the truth at 3-4 Euler
                    # steps (MODEL_CARD.md, Super-resolution): more steps add made-up detail
-                   "steps": {"upscale": 4}}
+                   "steps": {"upscale": 4},
+                   # the starter layout model keeps more attributes with its boxes steering
+                   # every step than diffusers' 0.3 (MODEL_CARD.md, "Grounding fraction")
+                   "grounding": 1.0}
 DEFAULT_MAX_BOXES = 30  # what diffusers' GLIGEN pipeline takes
 DEFAULT_GUIDANCE = 7.5  # diffusers' default for the text-guided pipelines
 DEFAULT_STEPS = 20
+DEFAULT_GROUNDING = 0.3  # diffusers' gligen_scheduled_sampling_beta: boxes steer 30% of the steps
 PER_TASK_DEFAULTS = ("guidance", "steps")  # model options: one number, or {task: number}
 
 
@@ -108,7 +112,8 @@ class ModelEntry:
 
     dtype/device: None = the registry's choice. options: max_boxes (layout),
     upscale_input_size ((w, h) the upscaler's input is resized to, or None), guidance and
-    steps (the default guidance scale and step count: one number, or {task: number})."""
+    steps (the default guidance scale and step count: one number, or {task: number}),
+    grounding (layout: the share of the steps its boxes steer, 0..1)."""
     name: str
     sources: dict[str, Source]
     dtype: str | None = None
@@ -152,6 +157,8 @@ def make_entry(name: str | None, source: str, tasks=None, revision: str | None =
                               or not 1 <= boxes <= DEFAULT_MAX_BOXES):
         raise BadInput(f"max_boxes must be a whole number from 1 to {DEFAULT_MAX_BOXES} "
                        f"(what diffusers' GLIGEN pipeline takes), got {boxes!r}")
+    if "grounding" in options:
+        options["grounding"] = _checked_grounding(options["grounding"])
     if source == "starter":
         entry = starter_entry()
         if name:
@@ -197,6 +204,13 @@ def _checked_default_option(key: str, value):
     return checked[None] if None in checked else checked
 
 
+def _checked_grounding(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadInput("default grounding (the share of the steps a layout model's boxes "
+                       f"steer) must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
 def _default(entry: ModelEntry, task: str, key: str, fallback):
     option = entry.options.get(key)
     if isinstance(option, dict):
@@ -240,7 +254,7 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
     """Parse `--model` values:
 
         [NAME=]SOURCE[;tasks=TASK,TASK][;revision=REV][;dtype=float16][;device=cuda][;max_boxes=N]
-                     [;guidance=G][;steps=N]
+                     [;guidance=G][;steps=N][;grounding=F]
 
     SOURCE is `starter`, a hub id (owner/name) or a local diffusers folder. Examples:
         stable-diffusion-v1-5/stable-diffusion-v1-5
@@ -254,9 +268,11 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
     for option in options:
         key, sep, value = option.partition("=")
         key = key.strip()
-        if not sep or key not in ("tasks", "revision", "dtype", "device", "max_boxes", *PER_TASK_DEFAULTS):
+        if not sep or key not in ("tasks", "revision", "dtype", "device", "max_boxes", "grounding",
+                                  *PER_TASK_DEFAULTS):
             raise BadInput(f"bad model option {option!r} in {flag!r}; options are "
-                           "tasks=, revision=, dtype=, device=, max_boxes=, guidance=, steps=")
+                           "tasks=, revision=, dtype=, device=, max_boxes=, guidance=, steps=, "
+                           "grounding=")
         kwargs[key] = value.strip()
     if "tasks" in kwargs:
         kwargs["tasks"] = [t for t in kwargs["tasks"].split(",") if t.strip()]
@@ -265,7 +281,7 @@ def parse_model_flag(flag: str, base_dir: str = ".") -> ModelEntry:
             kwargs["max_boxes"] = int(kwargs["max_boxes"])
         except ValueError:
             raise BadInput(f"max_boxes= in {flag!r} must be a whole number, e.g. max_boxes=10") from None
-    for key, example in (("guidance", "guidance=5"), ("steps", "steps=8")):
+    for key, example in (("guidance", "guidance=5"), ("steps", "steps=8"), ("grounding", "grounding=0.3")):
         if key in kwargs:
             try:
                 kwargs[key] = float(kwargs[key])
@@ -289,6 +305,7 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
         revision = "main"                  # optional; also dtype, device, max_boxes
         guidance = 7.5                     # optional default; or {text_to_image = 7.5, ...}
         steps = 20                         # optional default; or {upscale = 4, ...}
+        grounding = 0.3                    # optional, layout: share of the steps boxes steer
 
         [[models]]
         name = "sd15"                       # same name again: adds tasks from another source
@@ -308,7 +325,8 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
     except (OSError, ValueError) as e:
         raise BadInput(f"cannot read models file {path}: {e}") from None
     base = os.path.dirname(os.path.abspath(path))
-    known = {"name", "source", "tasks", "revision", "dtype", "device", "max_boxes", *PER_TASK_DEFAULTS}
+    known = {"name", "source", "tasks", "revision", "dtype", "device", "max_boxes", "grounding",
+             *PER_TASK_DEFAULTS}
     merged: dict[str, ModelEntry] = {}
     for item in data.get("models", []):
         unknown = set(item) - known
@@ -324,6 +342,8 @@ def read_models_file(path: str) -> tuple[list[ModelEntry], list[str]]:
                         for key in PER_TASK_DEFAULTS}
             first.sources.update(entry.sources)
             first.options.update({key: d for key, d in defaults.items() if d})
+            if "grounding" in entry.options:  # layout's own option, whichever source serves it
+                first.options["grounding"] = entry.options["grounding"]
         else:
             merged[entry.name] = entry
     allowed = [os.path.join(base, d) for d in data.get("allowed_dirs", [])]
@@ -462,6 +482,7 @@ class Registry:
                "guidance_range": (0.0, 30.0)}
         if task == "layout_to_image":
             out["max_boxes"] = entry.options.get("max_boxes", DEFAULT_MAX_BOXES)
+            out["grounding"] = entry.options.get("grounding", DEFAULT_GROUNDING)
         elif task == "inpaint":
             out["strength"] = 1.0
         elif task == "upscale":

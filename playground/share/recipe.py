@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BadInput
 from ..run import MAX_SEED, OPTIONS_CHANGES, OPTIONS_REVISION, versions as current_versions
+from ..tasks.layout_to_image import EARLIER_GROUNDING
 
 TASK_OF_TAB = {"t2i": "text_to_image", "layout": "layout_to_image", "inpaint": "inpaint",
                "upscale": "upscale"}
@@ -22,8 +23,8 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
 TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects", "colour_hints",
                                "regional_prompts"),
-             "layout_to_image": ("phrases", "boxes", "place_objects", "regional_prompts",
-                                 "colour_hints"),
+             "layout_to_image": ("phrases", "boxes", "grounding", "place_objects",
+                                 "regional_prompts", "colour_hints"),
              "inpaint": ("strength",),
              "upscale": ("noise_level",)}
 # What a run records about itself; never set back, never reported as ignored.
@@ -73,6 +74,13 @@ def _flag(value) -> bool:
     return value
 
 
+def _grounding(value) -> float:
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise ValueError("not a share of the steps from 0 to 1")
+    return share
+
+
 def _scheduler(value) -> str | None:
     return None if value in (None, "") else _text(value)
 
@@ -80,7 +88,7 @@ def _scheduler(value) -> str | None:
 READERS = {"model": _text, "prompt": _text, "negative_prompt": _text, "scheduler": _scheduler,
            "steps": _whole, "guidance": float, "seed": _seed, "width": _whole, "height": _whole,
            "num_images": _whole, "phrases": _phrases, "boxes": _boxes, "strength": float,
-           "noise_level": _whole, "place_objects": _flag,
+           "noise_level": _whole, "grounding": _grounding, "place_objects": _flag,
            "regional_prompts": _flag, "colour_hints": _flag}
 
 
@@ -134,9 +142,20 @@ def restorable(raw: dict, task: str | None = None, *, pg=None,
                 recipe.ignored.append(f"{key} = {value!r} ({error})")
         elif key not in RECORD_KEYS:
             recipe.ignored.append(f"{key} (not a setting of {TAB_OF_TASK[task]})")
+    if task == "layout_to_image" and "grounding" not in raw and made_before_grounding(raw):
+        recipe.settings["grounding"] = EARLIER_GROUNDING
+        recipe.notes.append(f"Made before layout recorded grounding: set to {EARLIER_GROUNDING}, "
+                            "the share of the steps every layout picture's boxes steered then.")
     if pg is not None:
         _check_against(pg, raw, recipe)
     return recipe
+
+
+def made_before_grounding(raw: dict) -> bool:
+    """A layout record of ours (it says which versions made it) without grounding: made
+    before the setting existed, when every layout picture was sampled with 0.3. A link
+    written by hand, without versions, takes the model's default instead."""
+    return isinstance(raw.get("versions"), dict)
 
 
 def _check_against(pg, raw: dict, recipe: Recipe) -> None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from ..registry import STARTER_OPTIONS
 from . import judge as judge_mod
 from .captions import caption, layout_phrase, parse
 from .judge import Judge, iou
@@ -39,7 +40,8 @@ CARD = os.path.join(HERE, "MODEL_CARD.md")
 CARD_DIR = os.path.join(HERE, "card")
 TARGET_STEPS = 20  # the setting the quality targets are measured at
 STEPS = TARGET_STEPS
-GLIGEN_BETA = 0.3  # diffusers' default gligen_scheduled_sampling_beta
+# the share of the steps the layout model's boxes steer: the playground's default for it
+GLIGEN_BETA = STARTER_OPTIONS["grounding"]
 SETS = {  # name: (seed of the held-out scenes, full size, quick size)
     "single": (7_100_001, 100, 6), "two": (7_200_001, 50, 3), "layout": (7_300_001, 40, 3),
     "inpaint": (7_400_001, 40, 3), "upscale": (7_500_001, 12, 1), "vae": (7_600_001, 100, 4),

@@ -50,6 +50,11 @@ def guidance(value) -> float:
     return in_range("guidance", value, *GUIDANCE_RANGE)
 
 
+def grounding(value) -> float:
+    """The share of the steps a layout model's boxes steer (GLIGEN's scheduled sampling)."""
+    return in_range("grounding (the share of the steps the boxes steer)", value, 0.0, 1.0)
+
+
 def num_images(value) -> int:
     return in_range("num_images", value, 1, MAX_IMAGES, integer=True)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 from . import checks, colour_hint, common, placement, regions
 
 TASK = "layout_to_image"
-# Fraction of the steps during which the boxes steer (GLIGEN's scheduled sampling);
-# diffusers' default, and what the starter layout model is sampled with.
-GROUNDING_FRACTION = 0.3
+# Records made before the grounding setting existed were all sampled with this share of
+# the steps steered by the boxes (diffusers' default gligen_scheduled_sampling_beta).
+EARLIER_GROUNDING = 0.3
 
 
 def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, steps,
         guidance, seed, control, place_objects=False, regional_prompts=False,
-        colour_hints=False):
+        colour_hints=False, grounding=None):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -21,6 +21,7 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
     place_objects = checks.flag("place_objects", place_objects)
     regional_prompts = checks.flag("regional_prompts", regional_prompts)
     colour_hints = checks.flag("colour_hints", colour_hints)
+    grounding = limits["grounding"] if grounding is None else checks.grounding(grounding)
     placed: list[dict] = []
     warnings: list[str] = []
 
@@ -39,14 +40,14 @@ def run(registry, *, prompt, phrases, boxes, negative_prompt, model, scheduler, 
                                               settings_common["guidance"] > 1, warnings)
         return pipe(prompt=prompt, negative_prompt=negative_prompt or None, latents=latents,
                     gligen_phrases=phrases, gligen_boxes=boxes,
-                    gligen_scheduled_sampling_beta=GROUNDING_FRACTION,
+                    gligen_scheduled_sampling_beta=grounding,
                     num_inference_steps=settings_common["steps"],
                     guidance_scale=settings_common["guidance"], width=width, height=height,
                     generator=generators, output_type="pil", **callbacks).images
 
     settings = placement.record({"prompt": prompt, "negative_prompt": negative_prompt,
-                                 "phrases": phrases, "boxes": boxes, "width": width,
-                                 "height": height, "warnings": warnings}, place_objects,
+                                 "phrases": phrases, "boxes": boxes, "grounding": grounding,
+                                 "width": width, "height": height, "warnings": warnings}, place_objects,
                                 placed)
     if regional_prompts:  # recorded only when on, as place_objects, so older records stay
         settings["regional_prompts"] = True

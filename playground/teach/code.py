@@ -125,9 +125,10 @@ def _task_lines(task: str, s: dict) -> list[str]:
                 f"{s['width']}, guided={s['guidance'] > 1})"]
         return lines + [_call(args)]
     if task == "layout_to_image":
-        from ..tasks.layout_to_image import GROUNDING_FRACTION
+        from ..tasks.layout_to_image import EARLIER_GROUNDING
         args.update(gligen_phrases=repr(s["phrases"]), gligen_boxes=repr(s["boxes"]),
-                    gligen_scheduled_sampling_beta=GROUNDING_FRACTION, width=s["width"],
+                    gligen_scheduled_sampling_beta=s.get("grounding", EARLIER_GROUNDING),
+                    width=s["width"],
                     height=s["height"], generator="generator")
         lines = []
         placed = bool(s.get("place_objects") and s.get("placed"))

@@ -94,17 +94,19 @@ class ApiEndpoints:
                         guidance: float | None = None, seed: int = -1,
                         place_objects: bool = False,
                         regional_prompts: bool = False,
-                        colour_hints: bool = False) -> tuple[FileData, dict]:
+                        colour_hints: bool = False,
+                        grounding: float | None = None) -> tuple[FileData, dict]:
         """Put one object per phrase in its box ([x0, y0, x1, y1], fractions 0..1 of the
         picture); place_objects also steers the starting noise toward the boxes;
         regional_prompts lets each box read only its own phrase; colour_hints paints each
-        phrase's colour faintly into the starting noise of its box.
+        phrase's colour faintly into the starting noise of its box; grounding is the share
+        of the steps (0..1) the boxes steer (None: the model's default).
         Returns (PNG, settings used)."""
         yield from self._stream("layout_to_image", steps, lambda control: self.pg.layout_to_image(
             prompt, phrases, boxes, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, control=control,
             place_objects=place_objects, regional_prompts=regional_prompts,
-            colour_hints=colour_hints))
+            colour_hints=colour_hints, grounding=grounding))
 
     def inpaint(self, image: FileData, mask: FileData, prompt: str,
                 negative_prompt: str = "", model: str = "starter",

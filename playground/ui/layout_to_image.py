@@ -9,8 +9,8 @@ from gradio_image_annotation import image_annotator
 from PIL import Image, ImageDraw
 
 from .. import Playground
-from .common import (DISPLAY_HEIGHT, png_ready, preview_and_status, run_buttons,
-                     sampling_controls, settings_json, stream_to_ui, wire_run)
+from .common import (DISPLAY_HEIGHT, model_defaults, png_ready, preview_and_status,
+                     run_buttons, sampling_controls, settings_json, stream_to_ui, wire_run)
 from .examples import picture_file
 from .runs import ActiveRuns
 
@@ -94,6 +94,20 @@ def boxes_over(image: Image.Image, phrases: list[str], boxes: list[list[float]])
                     for phrase, (x0, y0, x1, y1) in zip(phrases, boxes)])
 
 
+def grounding_default(pg: Playground, model: str | None) -> float:
+    return model_defaults(pg, model, TASK).get("grounding", 0.3) if model else 0.3
+
+
+def grounding_slider(pg: Playground, model: str | None) -> gr.Slider:
+    """GLIGEN's scheduled sampling: the boxes steer the first steps, the caption the rest."""
+    return gr.Slider(0, 1, value=grounding_default(pg, model), step=0.05,
+                     label="Grounding: share of the steps the boxes steer",
+                     elem_id=f"{TAB}-grounding",
+                     info="1 = every step (the starter model keeps colours and shapes best "
+                          "so); 0.3 = the first third, then the caption alone (diffusers' "
+                          "default: large models draw more natural pictures).")
+
+
 def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) -> LayoutTab:
     with gr.Row():
         with gr.Column():
@@ -115,6 +129,7 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             negative = gr.Textbox(label="Negative prompt", elem_id=f"{TAB}-negative")
             buttons = run_buttons(TAB)
             controls = sampling_controls(pg, TASK, TAB)
+            grounding = grounding_slider(pg, controls.model.value)
             # Off from the start: with regional prompts and colour hints (below) the starter
             # layout model keeps more attributes unsteered at about the same box fit (model
             # card, "regional + colour hints" rows), and a picture costs no gradients
@@ -155,8 +170,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                   api_visibility="private")
     clear.click(lambda: canvas_value(), None, canvas, queue=False, api_visibility="private")
 
-    def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed, place,
-                 regional, hinted, request: gr.Request, progress=gr.Progress()):
+    controls.model.change(lambda m: gr.update(value=grounding_default(pg, m)), controls.model,
+                          grounding, queue=False, api_visibility="private")
+
+    def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed, share,
+                 place, regional, hinted, request: gr.Request, progress=gr.Progress()):
         phrases, boxes = phrases_and_boxes(annotation)
 
         def call(control):
@@ -164,7 +182,7 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                                       model=model, scheduler=scheduler, steps=steps,
                                       guidance=guidance, seed=seed, control=control,
                                       place_objects=place, regional_prompts=regional,
-                                      colour_hints=hinted)
+                                      colour_hints=hinted, grounding=share)
 
         def on_done(image):
             return png_ready(image), boxes_over(image, phrases, boxes), settings_json(image)
@@ -172,10 +190,11 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         yield from stream_to_ui(call, steps=steps, runs=runs, request=request, tab=TAB,
                                 progress=progress, n_results=3, on_done=on_done)
 
-    wire_run(buttons, generate, [canvas, prompt, negative, *controls.inputs, place, regional, hints],
+    wire_run(buttons, generate,
+             [canvas, prompt, negative, *controls.inputs, grounding, place, regional, hints],
              [result, overlay, settings], preview, status, controls.seed_used, runs=runs,
              tab=TAB, concurrency_id="sampling", concurrency_limit=concurrency_limit)
     fields = {"prompt": prompt, "negative_prompt": negative, **controls.fields,
-              "boxes": canvas, "place_objects": place, "regional_prompts": regional,
+              "boxes": canvas, "grounding": grounding, "place_objects": place, "regional_prompts": regional,
               "colour_hints": hints}
     return LayoutTab(result, send_to_inpaint, send_to_upscale, fields)
