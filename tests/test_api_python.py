@@ -193,6 +193,15 @@ def test_layout_settings_carry_phrases_and_boxes(starter):
     assert s["boxes"][1] == [0.5, 0.5, 0.95, 0.95]
 
 
+def test_grounding_changes_the_starter_layout_picture(starter):
+    """The boxes steer every step by default (the starter's grounding 1.0); steering only
+    the first 30% (diffusers' default) makes another picture from the same seed."""
+    default = call(starter, "layout_to_image", steps=8)
+    early = call(starter, "layout_to_image", steps=8, grounding=0.3)
+    assert settings_of(default)["grounding"] == 1.0 and settings_of(early)["grounding"] == 0.3
+    assert np.abs(np.asarray(default, float) - np.asarray(early, float)).mean() > 2
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_previews_and_cancel(starter, task):
     previews = []

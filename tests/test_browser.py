@@ -246,6 +246,13 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
     no_hints = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
     assert np.abs(no_hints - one_prompt).max() > 30, "the colour hints checkbox did not reach the run"
 
+    grounding = page.locator("#layout-grounding input[type=number]").first
+    assert float(grounding.input_value()) == 1.0  # the starter layout model's default
+    set_number(page, "layout-grounding", 0.3)
+    generate(page, "layout")
+    early = assert_real_picture(picture_in(page, "#layout-result"), (64, 64))
+    assert np.abs(early - no_hints).max() > 30, "the grounding slider did not reach the run"
+
 
 def test_inpaint_tab_paints_a_mask(page):
     open_tab(page, "inpaint")

@@ -31,6 +31,7 @@ def test_copy_link_opens_the_same_tab_and_settings_without_running(page):  # noq
     page.fill("#layout-prompt textarea", "a red circle and a blue square, shared")
     set_number(page, "layout-seed", 77)
     set_number(page, "layout-steps", 9)
+    set_number(page, "layout-grounding", 0.45)
     page.locator("#layout-place input[type=checkbox]").check()  # off by default
     page.click("#layout-copy-link")
     page.wait_for_function("() => (document.querySelector('#layout-link textarea') || "
@@ -38,6 +39,7 @@ def test_copy_link_opens_the_same_tab_and_settings_without_running(page):  # noq
                            ".startsWith('http')")
     link = field_value(page, "layout-link")
     assert "tab=layout" in link and "seed=77" in link and "box=a+red+circle" in link
+    assert "grounding=0.45" in link
 
     opened = page.context.new_page()
     opened.goto(link)
@@ -46,6 +48,7 @@ def test_copy_link_opens_the_same_tab_and_settings_without_running(page):  # noq
     assert field_value(opened, "layout-prompt") == "a red circle and a blue square, shared"
     assert field_value(opened, "layout-seed") == "77"
     assert field_value(opened, "layout-steps") == "9"
+    assert field_value(opened, "layout-grounding") == "0.45"
     assert opened.locator("#layout-place input[type=checkbox]").is_checked()
     opened.wait_for_function("() => (document.querySelector('#layout-table')?.innerText"
                              " || '').includes('a blue square')")

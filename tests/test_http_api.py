@@ -134,6 +134,13 @@ def test_regional_prompts_and_colour_hints_over_http(client):
                        boxes=[[0.05, 0.3, 0.45, 0.7], [0.55, 0.3, 0.95, 0.7]], steps=4, seed=3,
                        regional_prompts=True, colour_hints=True)
     assert settings["regional_prompts"] is True and settings["colour_hints"] is True
+    assert settings["grounding"] == 1.0  # the starter layout model's default
+
+
+def test_grounding_over_http(client):
+    _, settings = call(client, "layout_to_image", prompt="a red circle", phrases=["red circle"],
+                       boxes=[[0.05, 0.3, 0.45, 0.7]], steps=2, seed=3, grounding=0.25)
+    assert settings["grounding"] == 0.25
 
 
 def test_colour_hints_and_regional_prompts_for_text_to_image_over_http(client):
@@ -154,6 +161,7 @@ def test_random_seed_is_reported(client):
     ("text_to_image", {"scheduler": "nope"}, "unknown scheduler 'nope'"),
     ("text_to_image", {"model": "no-such-model"}, "no-such-model"),
     ("layout_to_image", {"boxes": [[0.5, 0.1, 0.2, 0.4], [0.55, 0.5, 0.9, 0.85]]}, "x0"),
+    ("layout_to_image", {"grounding": 1.5}, "share of the steps the boxes steer"),
     ("inpaint", {"mask": "small_mask.png"}, "size"),
     ("inpaint", {"image": None}, "image"),
     ("upscale", {"image": "not_a_picture.png"}, "not a picture"),

@@ -319,3 +319,45 @@ guidance = 4
             parse_model_flag(bad)
     with pytest.raises(PlaygroundError, match="default steps"):
         make_entry("x", "owner/m", tasks=["t2i"], steps={"t2i": True})
+
+
+def test_a_layout_model_brings_its_own_grounding(tmp_path, tiny_models, tiny_entries):
+    """grounding: the share of the steps a layout model's boxes steer (GLIGEN's scheduled
+    sampling). diffusers' 0.3 unless the model says otherwise; the starter layout model
+    says 1.0 (MODEL_CARD.md, "Grounding fraction")."""
+    assert Registry(device="cpu").defaults("starter", "layout")["grounding"] == 1.0
+    plain = Registry(tiny_entries, device="cpu", allowed_dirs=[str(tiny_models)])
+    assert plain.defaults("tiny", "layout")["grounding"] == 0.3
+    one = parse_model_flag(f"one={tiny_models / 'layout'};grounding=0.6")
+    assert one.options == {"grounding": 0.6}
+    (tmp_path / "models.toml").write_text(f"""
+[[models]]
+name = "both"
+source = "{tiny_models / 'text2img'}"
+
+[[models]]
+name = "both"
+source = "{tiny_models / 'layout'}"
+grounding = 0.8
+""")
+    (both,), _ = read_models_file(str(tmp_path / "models.toml"))
+    registry = Registry([one, both], device="cpu", allowed_dirs=[str(tiny_models)])
+    assert registry.defaults("one", "layout")["grounding"] == 0.6
+    assert registry.defaults("both", "layout")["grounding"] == 0.8
+    pg = Playground(registry)
+    args = ("two objects", ["a red circle", "a blue square"], [[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]])
+    unset = pg.layout_to_image(*args, model="one", steps=4, seed=1)
+    given = pg.layout_to_image(*args, model="one", steps=4, seed=1, grounding=0.6)
+    every = pg.layout_to_image(*args, model="one", steps=4, seed=1, grounding=1)
+    assert settings_of(unset)["grounding"] == 0.6 and settings_of(every)["grounding"] == 1.0
+    assert np.array_equal(np.asarray(unset), np.asarray(given))  # the tiny model's gates are
+    # shut (GLIGEN's start), so its pictures do not move with grounding; the starter's do:
+    # test_api_python.py::test_grounding_changes_the_starter_layout_picture
+    for bad, fragment in [("x=owner/m;tasks=layout;grounding=some", "must be a number, e.g. grounding=0.3"),
+                          ("x=owner/m;tasks=layout;grounding=1.5", "grounding .* from 0 to 1")]:
+        with pytest.raises(PlaygroundError, match=fragment):
+            parse_model_flag(bad)
+    for bad in (-0.1, 2, "all", True):
+        with pytest.raises(PlaygroundError, match=r"grounding \(the share of the steps the "
+                                                  r"boxes steer\) must be"):
+            pg.layout_to_image(*args, model="one", steps=1, seed=1, grounding=bad)

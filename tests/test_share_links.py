@@ -30,7 +30,7 @@ LINKED = {
                         "scheduler": "DDIM", "steps": 20, "guidance": 7.0, "seed": 0,
                         "phrases": ["a red circle", "odd: phrase, with commas"],
                         "boxes": [[0.1, 0.125, 0.45, 0.5], [0.5, 0.0, 1.0, 0.3333]],
-                        "place_objects": True, "regional_prompts": True, "colour_hints": True},
+                        "grounding": 0.65, "place_objects": True, "regional_prompts": True, "colour_hints": True},
     "inpaint": {"prompt": "a green triangle", "negative_prompt": "", "model": "starter",
                 "scheduler": "DPM++ 2M", "steps": 30, "guidance": 1.0, "seed": 5,
                 "strength": 0.35},
@@ -57,6 +57,22 @@ def test_a_link_from_other_versions_restores_and_says_pixels_may_differ(starter)
     recipe = restorable(record, pg=starter, origin="link")
     assert recipe.settings == LINKED["inpaint"]
     assert any("diffusers 0.30.0" in note and "may differ" in note for note in recipe.notes)
+
+
+def test_a_layout_record_from_before_grounding_restores_the_share_it_was_made_with(starter):
+    """Every layout picture was sampled with grounding 0.3 until the setting existed (the
+    starter model's default is 1.0 since): its record or link gets 0.3 back, and says so.
+    A link written by hand, with no versions, takes the model's default."""
+    made = LINKED["layout_to_image"]
+    old = {k: v for k, v in made.items() if k != "grounding"}
+    record = read_query(link_query("layout", old, versions=versions()))
+    recipe = restorable(record, pg=starter, origin="link")
+    assert recipe.settings == dict(old, grounding=0.3)
+    assert any("before layout recorded grounding" in note for note in recipe.notes)
+    by_hand = restorable(read_query("?tab=layout&prompt=two+shapes&seed=3"), pg=starter)
+    assert "grounding" not in by_hand.settings and by_hand.notes == []
+    bad = restorable(read_query("?tab=layout&grounding=2&torch=2"), pg=starter)
+    assert "grounding" not in bad.settings and "0 to 1" in " ".join(bad.ignored)
 
 
 def test_links_that_cannot_be_used_say_why(starter):

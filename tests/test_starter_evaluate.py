@@ -133,6 +133,10 @@ def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
     assert "| inpainting | right inside mask, captions of one object |" in out
     assert "| inpainting | right inside mask, captions of 2-3 objects |" in out
     assert open(ev.CARD).read() == before
+    ev.main(["--quick", "--tasks", "layout", "--grounding", "0.3"])
+    out = capsys.readouterr().out
+    assert "| layout-to-image | grounding (share of the steps the boxes steer) | 0.300 |" in out
+    assert open(ev.CARD).read() == before and ev.GLIGEN_BETA == 1.0
     with pytest.raises(SystemExit):
         ev.main(["--tasks", "paint"])
     assert "--tasks takes a comma-separated subset" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     python -m playground.starter.evaluate           # full set, writes MODEL_CARD.md and card/
     python -m playground.starter.evaluate --quick   # a few prompts (~1 minute), prints only
     python -m playground.starter.evaluate --tasks inpaint --guidance 3   # one task, one setting
+    python -m playground.starter.evaluate --tasks layout --grounding 0.3 # boxes steer 30% of steps
     python -m playground.starter.evaluate --tasks upscale --steps 3      # another step count
     python -m playground.starter.evaluate --tasks inpaint --cases 120    # a larger set
     python -m playground.starter.evaluate --tasks upscale --seed-offset 2000000  # a fresh set
@@ -10,8 +11,9 @@
 Everything is plain diffusers: each pipeline loads from its folder under weights/ with
 `from_pretrained`, runs 20 steps with its default scheduler (for one step, with the
 playground's one-step "trailing" timestep spacing) at the guidance the playground
-uses for the starter models by default (`registry.STARTER_OPTIONS`), and the judge reads the
-pictures. Prompts come from the world's caption grammar, so the scene is the ground truth.
+uses for the starter models by default (`registry.STARTER_OPTIONS`; layout with its boxes
+steering the share of the steps the playground's default grounding says), and the judge
+reads the pictures. Prompts come from the world's caption grammar, so the scene is the ground truth.
 """
 from __future__ import annotations
 
@@ -709,6 +711,8 @@ def evaluate(quick: bool, weights: str = WEIGHTS, tasks=TASKS,
                                                                         scale["upscale"])
     for task in tasks:
         results[SECTIONS[task]]["guidance"] = scale[task]
+    if "layout" in tasks:
+        results["layout-to-image"]["grounding (share of the steps the boxes steer)"] = GLIGEN_BETA
     return results, examples, pipes
 
 
@@ -719,13 +723,17 @@ def main(argv=None):
     ap.add_argument("--weights", default=WEIGHTS)
     ap.add_argument("--card", default=None,
                     help=f"card to update (default: {CARD} unless --quick, --tasks, --guidance, --steps, "
-                         "--cases or --seed-offset)")
+                         "--grounding, --cases or --seed-offset)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
     ap.add_argument("--guidance", type=float, default=None,
                     help="one guidance scale for every task (default: each task's playground default)")
     ap.add_argument("--steps", type=int, default=TARGET_STEPS,
                     help=f"denoising steps for every task (default {TARGET_STEPS}, the targets' "
                          "setting; any other count prints only)")
+    default_grounding = STARTER_OPTIONS["grounding"]
+    ap.add_argument("--grounding", type=float, default=default_grounding,
+                    help=f"share of the steps the layout boxes steer (default {default_grounding}, the "
+                         "starter layout model's playground default; any other prints only)")
     ap.add_argument("--cases", type=int, default=None,
                     help="cases in every held-out set (default: each set's own size; the first "
                          "cases are the usual ones; prints only)")
@@ -735,20 +743,23 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps takes a whole number of at least 1; got {args.steps}")
+    if not 0 <= args.grounding <= 1:
+        ap.error(f"--grounding takes a share of the steps from 0 to 1; got {args.grounding}")
     if args.cases is not None and args.cases < 1:
         ap.error(f"--cases takes a whole number of at least 1; got {args.cases}")
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if not tasks or any(t not in TASKS for t in tasks):
         ap.error(f"--tasks takes a comma-separated subset of {','.join(TASKS)}; got {args.tasks!r}")
     torch.set_num_threads(args.threads)
-    global STEPS
+    global STEPS, GLIGEN_BETA
     STEPS, usual_sets = args.steps, dict(SETS)
+    GLIGEN_BETA = args.grounding
     SETS.update({name: (seed + args.seed_offset, args.cases or full, args.cases or quick)
                  for name, (seed, full, quick) in usual_sets.items()})
     try:
         run(args, tasks)
     finally:
-        STEPS = TARGET_STEPS
+        STEPS, GLIGEN_BETA = TARGET_STEPS, STARTER_OPTIONS["grounding"]
         SETS.clear()
         SETS.update(usual_sets)
 
@@ -760,7 +771,8 @@ def run(args, tasks: tuple[str, ...]) -> None:
     if tasks == TASKS:
         print(targets_table(results))
     partial = (args.quick or tasks != TASKS or args.guidance is not None or STEPS != TARGET_STEPS
-               or args.cases is not None or args.seed_offset != 0)
+               or GLIGEN_BETA != STARTER_OPTIONS["grounding"] or args.cases is not None
+               or args.seed_offset != 0)
     card = args.card or (None if partial else CARD)
     if card:
         rows = save_examples(examples, os.path.join(os.path.dirname(os.path.abspath(card)), "card"))
