@@ -76,6 +76,13 @@ def main(argv=None) -> None:
                                   scheduler="Euler a", steps=args.steps, seed=2,
                                   regional_prompts=True, colour_hints=True)
     save(regional, out / "layout_to_image_regional.png")
+    # ... and with the boxes steering only the first 30% of the steps (diffusers' default
+    # for GLIGEN; the starter model's default grounding is 1, every step)
+    early = pg.layout_to_image("a red circle and a blue square",
+                               phrases=["a red circle", "a blue square"],
+                               boxes=[[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]],
+                               scheduler="Euler a", steps=args.steps, seed=2, grounding=0.3)
+    save(early, out / "layout_to_image_early_grounding.png")
 
     # Inpainting: white in the mask = repaint; everything else comes back unchanged
     scene = render(Scene("white", [Obj("red", "circle", (0.1, 0.1, 0.45, 0.45))]))

@@ -22,6 +22,7 @@ def test_python_api_example_makes_its_pictures(tmp_path, capsys):
     assert sizes == {"text_to_image": (64, 64), "text_to_image_placed": (64, 64),
                      "layout_to_image": (64, 64), "layout_to_image_placed": (64, 64),
                      "layout_to_image_regional": (64, 64),
+                     "layout_to_image_early_grounding": (64, 64),
                      "inpaint": (64, 64), "upscale": (256, 256)}
     printed = capsys.readouterr().out
     assert "placed: [{'words': 'red circle top left', 'cell': 'top left'" in printed
