@@ -137,6 +137,12 @@ def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
     out = capsys.readouterr().out
     assert "| layout-to-image | grounding (share of the steps the boxes steer) | 0.300 |" in out
     assert open(ev.CARD).read() == before and ev.GLIGEN_BETA == 1.0
+    ev.main(["--quick", "--tasks", "inpaint", "--scheduler", "Euler"])
+    assert "| inpainting | attributes right inside mask |" in capsys.readouterr().out
+    assert open(ev.CARD).read() == before
+    with pytest.raises(SystemExit):
+        ev.main(["--tasks", "inpaint", "--scheduler", "Karras 9000"])
+    assert "--scheduler takes one of: DDPM, DDIM" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ev.main(["--tasks", "paint"])
     assert "--tasks takes a comma-separated subset" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     python -m playground.starter.evaluate --quick   # a few prompts (~1 minute), prints only
     python -m playground.starter.evaluate --tasks inpaint --guidance 3   # one task, one setting
     python -m playground.starter.evaluate --tasks layout --grounding 0.3 # boxes steer 30% of steps
+    python -m playground.starter.evaluate --tasks inpaint --scheduler Euler  # another sampler
     python -m playground.starter.evaluate --tasks upscale --steps 3      # another step count
     python -m playground.starter.evaluate --tasks inpaint --cases 120    # a larger set
     python -m playground.starter.evaluate --tasks upscale --seed-offset 2000000  # a fresh set
@@ -681,16 +682,17 @@ SECTIONS = {"text2img": "text-to-image", "layout": "layout-to-image", "inpaint":
 
 
 def evaluate(quick: bool, weights: str = WEIGHTS, tasks=TASKS,
-             guidance: float | None = None) -> tuple[dict, dict, dict]:
-    """Figures, example rows and pipelines of `tasks`; guidance None = each task's default."""
+             guidance: float | None = None, scheduler: str | None = None) -> tuple[dict, dict, dict]:
+    """Figures, example rows and pipelines of `tasks`; guidance None = each task's default,
+    scheduler None = each model's own (else a name from the playground's catalogue)."""
     size = {name: spec[2 if quick else 1] for name, spec in SETS.items()}
     judge = Judge.load()
     pipes = {task: load_pipeline(task, weights) for task in tasks}
-    if STEPS == 1:  # as the playground runs one step (schedulers.one_step_spacing)
+    if STEPS == 1 or scheduler:  # as the playground runs one step (schedulers.one_step_spacing)
         from ..schedulers import build as build_scheduler
 
         for pipe in pipes.values():
-            pipe.scheduler = build_scheduler(None, pipe.scheduler, 0, STEPS)
+            pipe.scheduler = build_scheduler(scheduler, pipe.scheduler, 0, STEPS)
     scale = {task: default_guidance(task) if guidance is None else guidance for task in tasks}
     results, examples = {}, {}
     results["judge (renders)"] = {k: v for k, v in judge_mod.accuracy(judge, n=300 if quick else 2000).items()
@@ -722,11 +724,14 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=WEIGHTS)
     ap.add_argument("--card", default=None,
-                    help=f"card to update (default: {CARD} unless --quick, --tasks, --guidance, --steps, "
-                         "--grounding, --cases or --seed-offset)")
+                    help=f"card to update (default: {CARD} unless --quick, --tasks, --guidance, --scheduler, "
+                         "--steps, --grounding, --cases or --seed-offset)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of " + ",".join(TASKS))
     ap.add_argument("--guidance", type=float, default=None,
                     help="one guidance scale for every task (default: each task's playground default)")
+    ap.add_argument("--scheduler", default=None,
+                    help="one scheduler of the playground's catalogue for every task, e.g. Euler "
+                         "(default: each model's own; any other prints only)")
     ap.add_argument("--steps", type=int, default=TARGET_STEPS,
                     help=f"denoising steps for every task (default {TARGET_STEPS}, the targets' "
                          "setting; any other count prints only)")
@@ -743,6 +748,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps takes a whole number of at least 1; got {args.steps}")
+    from ..schedulers import all_names
+    if args.scheduler is not None and args.scheduler not in all_names():
+        ap.error(f"--scheduler takes one of: {', '.join(all_names())}; got {args.scheduler!r}")
     if not 0 <= args.grounding <= 1:
         ap.error(f"--grounding takes a share of the steps from 0 to 1; got {args.grounding}")
     if args.cases is not None and args.cases < 1:
@@ -766,11 +774,12 @@ def main(argv=None):
 
 def run(args, tasks: tuple[str, ...]) -> None:
     t0 = time.time()
-    results, examples, pipes = evaluate(args.quick, args.weights, tasks, args.guidance)
+    results, examples, pipes = evaluate(args.quick, args.weights, tasks, args.guidance, args.scheduler)
     print(figures_table(results))
     if tasks == TASKS:
         print(targets_table(results))
-    partial = (args.quick or tasks != TASKS or args.guidance is not None or STEPS != TARGET_STEPS
+    partial = (args.quick or tasks != TASKS or args.guidance is not None or args.scheduler
+               or STEPS != TARGET_STEPS
                or GLIGEN_BETA != STARTER_OPTIONS["grounding"] or args.cases is not None
                or args.seed_offset != 0)
     card = args.card or (None if partial else CARD)
