@@ -9,6 +9,7 @@ from gradio_image_annotation import image_annotator
 from PIL import Image, ImageDraw
 
 from .. import Playground
+from ..registry import DEFAULT_GROUNDING
 from .common import (DISPLAY_HEIGHT, model_defaults, png_ready, preview_and_status,
                      run_buttons, sampling_controls, settings_json, stream_to_ui, wire_run)
 from .examples import picture_file
@@ -95,7 +96,7 @@ def boxes_over(image: Image.Image, phrases: list[str], boxes: list[list[float]])
 
 
 def grounding_default(pg: Playground, model: str | None) -> float:
-    return model_defaults(pg, model, TASK).get("grounding", 0.3) if model else 0.3
+    return model_defaults(pg, model, TASK)["grounding"] if model else DEFAULT_GROUNDING
 
 
 def grounding_slider(pg: Playground, model: str | None) -> gr.Slider:
