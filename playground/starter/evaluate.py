@@ -44,7 +44,8 @@ CARD_DIR = os.path.join(HERE, "card")
 TARGET_STEPS = 20  # the setting the quality targets are measured at
 STEPS = TARGET_STEPS
 # the share of the steps the layout model's boxes steer: the playground's default for it
-GLIGEN_BETA = STARTER_OPTIONS["grounding"]
+TARGET_GROUNDING = STARTER_OPTIONS["grounding"]
+GLIGEN_BETA = TARGET_GROUNDING
 SETS = {  # name: (seed of the held-out scenes, full size, quick size)
     "single": (7_100_001, 100, 6), "two": (7_200_001, 50, 3), "layout": (7_300_001, 40, 3),
     "inpaint": (7_400_001, 40, 3), "upscale": (7_500_001, 12, 1), "vae": (7_600_001, 100, 4),
@@ -688,7 +689,8 @@ def evaluate(quick: bool, weights: str = WEIGHTS, tasks=TASKS,
     size = {name: spec[2 if quick else 1] for name, spec in SETS.items()}
     judge = Judge.load()
     pipes = {task: load_pipeline(task, weights) for task in tasks}
-    if STEPS == 1 or scheduler:  # as the playground runs one step (schedulers.one_step_spacing)
+    # another sampler, or one step as the playground runs it (schedulers.one_step_spacing)
+    if STEPS == 1 or scheduler:
         from ..schedulers import build as build_scheduler
 
         for pipe in pipes.values():
@@ -735,9 +737,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=TARGET_STEPS,
                     help=f"denoising steps for every task (default {TARGET_STEPS}, the targets' "
                          "setting; any other count prints only)")
-    default_grounding = STARTER_OPTIONS["grounding"]
-    ap.add_argument("--grounding", type=float, default=default_grounding,
-                    help=f"share of the steps the layout boxes steer (default {default_grounding}, the "
+    ap.add_argument("--grounding", type=float, default=TARGET_GROUNDING,
+                    help=f"share of the steps the layout boxes steer (default {TARGET_GROUNDING}, the "
                          "starter layout model's playground default; any other prints only)")
     ap.add_argument("--cases", type=int, default=None,
                     help="cases in every held-out set (default: each set's own size; the first "
@@ -767,7 +768,7 @@ def main(argv=None):
     try:
         run(args, tasks)
     finally:
-        STEPS, GLIGEN_BETA = TARGET_STEPS, STARTER_OPTIONS["grounding"]
+        STEPS, GLIGEN_BETA = TARGET_STEPS, TARGET_GROUNDING
         SETS.clear()
         SETS.update(usual_sets)
 
@@ -780,7 +781,7 @@ def run(args, tasks: tuple[str, ...]) -> None:
         print(targets_table(results))
     partial = (args.quick or tasks != TASKS or args.guidance is not None or args.scheduler
                or STEPS != TARGET_STEPS
-               or GLIGEN_BETA != STARTER_OPTIONS["grounding"] or args.cases is not None
+               or GLIGEN_BETA != TARGET_GROUNDING or args.cases is not None
                or args.seed_offset != 0)
     card = args.card or (None if partial else CARD)
     if card:
