@@ -9,6 +9,7 @@ from PIL import Image
 from playground import Registry
 from playground.registry import STARTER_FOLDERS
 from playground.starter import evaluate as ev
+from playground.starter.captions import parse
 from playground.starter.world import PALETTE, Obj, Scene, render
 
 
@@ -105,6 +106,12 @@ def test_held_out_sets_are_fixed():
         m = np.asarray(case.extra["mask"]) > 0
         cx, cy = int((box[0] + box[2]) / 2 * 64), int((box[1] + box[3]) / 2 * 64)
         assert m[cy, cx] and m.mean() < 0.5, "the mask covers the object to paint"
+        (alone,) = parse(case.extra["alone"])["objects"]  # the prompt a person would write ...
+        new = case.extra["target"]
+        assert (alone["colour"], alone["shape"], alone["size"]) == (new.colour, new.shape, new.size)
+    assert [c.extra["alone"] for c in ev.inpaint_cases(6)] == [c.extra["alone"] for c in ev.inpaint_cases(6)]
+    # ... drawn apart from the captions, which stay what every figure before was measured on
+    assert ev.inpaint_cases(1)[0].prompt == "a medium red triangle below a medium red circle on a white background"
 
 
 def test_quick_run_updates_a_card(tmp_path):
@@ -132,6 +139,7 @@ def test_one_task_at_one_guidance_prints_and_leaves_the_card_alone(capsys):
     assert "| inpainting | guidance | 2.000 |" in out and "text-to-image" not in out
     assert "| inpainting | right inside mask, captions of one object |" in out
     assert "| inpainting | right inside mask, captions of 2-3 objects |" in out
+    assert "| inpainting | right inside mask, prompt of the new object alone |" in out
     assert open(ev.CARD).read() == before
     ev.main(["--quick", "--tasks", "layout", "--grounding", "0.3"])
     out = capsys.readouterr().out

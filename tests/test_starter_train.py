@@ -462,11 +462,11 @@ def test_binding_share_hides_one_object_of_a_crowded_scene():
     rng = random.Random(3)
     scenes = [random_scene(rng, n_objects=1 + i % 3) for i in range(30)]
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
-    idx, masks, _ = inpaint_batch(rng, scenes, crowded, 64, binding_share=1.0)
+    idx, masks, _, _ = inpaint_batch(rng, scenes, crowded, 64, binding_share=1.0)
     assert masks.shape == (64, 1, 64, 64) and set(idx) <= set(crowded)
     for i, mask in zip(idx, masks):
         assert centre_in_a_box(mask, scenes[i].objects)  # the mask hides one of the objects
-    idx, _, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
+    idx, _, _, _ = inpaint_batch(random.Random(4), scenes, crowded, 64, binding_share=0.0)
     assert set(idx) - set(crowded)  # without it, one-object scenes come too
 
 
@@ -511,7 +511,7 @@ def test_inpaint_article_share_hides_an_orange_object_called_an_orange_shape():
     scenes = [random_scene(rng) for _ in range(300)]
     crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
     orange = with_an_orange_object(scenes)
-    idx, masks, texts = inpaint_batch(random.Random(9), scenes, crowded, 48, 0.6, orange, article_share=1.0)
+    idx, masks, texts, _ = inpaint_batch(random.Random(9), scenes, crowded, 48, 0.6, orange, article_share=1.0)
     assert set(idx) <= set(orange)
     for i, mask, text in zip(idx, masks, texts):
         assert centre_in_a_box(mask, [o for o in scenes[i].objects if o.colour == "orange"])
@@ -525,8 +525,34 @@ def test_inpaint_article_share_hides_an_orange_object_called_an_orange_shape():
         old_idx.append(old.choice(crowded) if binding else old.randrange(len(scenes)))
         old_masks.append(random_mask(old, scenes[old_idx[-1]], over_object=binding))
     old_texts = captions_for([scenes[i] for i in old_idx], old)
-    idx, masks, texts = inpaint_batch(random.Random(10), scenes, crowded, 32, 0.6, orange, 0.0)
+    idx, masks, texts, told = inpaint_batch(random.Random(10), scenes, crowded, 32, 0.6, orange, 0.0)
     assert (idx, texts) == (old_idx, old_texts) and torch.equal(masks, torch.stack(old_masks))
+    assert told == [scenes[i] for i in idx]  # every caption tells of its whole scene
+
+
+def test_focus_share_hides_one_object_and_names_only_it():
+    import random
+
+    from playground.starter.captions import parse
+    from playground.starter.train import inpaint_batch
+    from playground.starter.world import random_scene
+
+    rng = random.Random(11)
+    scenes = [random_scene(rng) for _ in range(200)]
+    crowded = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
+    idx, masks, texts, told = inpaint_batch(random.Random(12), scenes, crowded, 48, 0.6, (), 0.0,
+                                            focus_share=1.0)
+    assert set(idx) <= set(crowded)
+    for i, mask, text, scene in zip(idx, masks, texts, told):
+        (hidden,) = scene.objects  # the caption tells of one object of the crowded scene ...
+        assert hidden in scenes[i].objects and scene.background == scenes[i].background
+        assert centre_in_a_box(mask, [hidden])  # ... the one the mask hides ...
+        read = parse(text)
+        assert len(read["objects"]) == 1 and read["objects"][0]["shape"] == hidden.shape, text
+        assert read["objects"][0]["colour"] in (None, hidden.colour), text  # ... and never empty
+    # at focus share 0 the batch is drawn exactly as without it
+    assert inpaint_batch(random.Random(13), scenes, crowded, 16, 0.6, (), 0.0, 0.0)[2] == \
+        inpaint_batch(random.Random(13), scenes, crowded, 16, 0.6)[2]
 
 
 def test_every_stage_of_train_all_sh_parses_with_trains_own_options():

@@ -146,8 +146,15 @@ def inpaint_cases(n: int) -> list[Case]:
             new = _new_object(rng, before, rng.choice(empty), None)
             after = Scene(before.background, before.objects + [new])
         cases.append(Case(after, caption(after, rng, drop=0.0), seed=i,
-                          extra={"before": before, "target": new, "mask": mask_for(new.box)}))
+                          extra={"before": before, "target": new, "mask": mask_for(new.box),
+                                 "alone": prompt_of_the_new_object(after.background, new, i)}))
     return cases
+
+
+def prompt_of_the_new_object(background: str, new: Obj, i: int) -> str:
+    """What a person prompting an inpainter writes: only what goes in the mask (drawn from its
+    own generator, so the cases' captions stay as they were)."""
+    return caption(Scene(background, [new]), random.Random(f"alone {SETS['inpaint'][0]} {i}"), drop=0.0)
 
 
 def upscale_cases(n: int) -> list[Case]:
@@ -423,28 +430,44 @@ def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bo
     return figures, list(zip(cases, images, readings, ok_per_case))
 
 
+def inpainted(pipe, case: Case, prompt: str, guidance: float) -> tuple[Image.Image, Image.Image, float]:
+    """The model's picture, the picture blended back outside the mask, and the seconds taken."""
+    original, mask = render(case.extra["before"]), case.extra["mask"]
+    img, s = timed(lambda: pipe(prompt, image=original, mask_image=mask, height=BASE, width=BASE,
+                                num_inference_steps=STEPS, guidance_scale=guidance,
+                                generator=generator(case.seed)).images[0])
+    return img, blend(img, original, mask), s
+
+
+def right_in_mask(judge: Judge, cases: list[Case], pictures: list[Image.Image]) -> tuple[list[dict], list]:
+    readings = judge.read_many(pictures)
+    return [score_object_in_box(c.extra["target"], {"colour": 1, "shape": 1, "size": 1}, r)
+            for c, r in zip(cases, readings)], readings
+
+
 def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:
     cases, results, seconds, raw_change, blended_change = inpaint_cases(n), [], [], [], []
     for case in cases:
+        img, out, s = inpainted(pipe, case, case.prompt, guidance)
         original, mask = render(case.extra["before"]), case.extra["mask"]
-        img, s = timed(lambda: pipe(case.prompt, image=original, mask_image=mask, height=BASE, width=BASE,
-                                    num_inference_steps=STEPS, guidance_scale=guidance,
-                                    generator=generator(case.seed)).images[0])
-        out = blend(img, original, mask)
         raw_change.append(largest_change_outside(img, original, mask))
         blended_change.append(largest_change_outside(out, original, mask))
         results.append(out)
         seconds.append(s)
-    readings = judge.read_many(results)
-    scores = [score_object_in_box(c.extra["target"], {"colour": 1, "shape": 1, "size": 1}, r)
-              for c, r in zip(cases, readings)]
-    alone = [s["all stated"] for c, s in zip(cases, scores) if len(c.scene.objects) == 1]
-    among = [s["all stated"] for c, s in zip(cases, scores) if len(c.scene.objects) > 1]
-    figures = {"attributes right inside mask": mean(s["all stated"] for s in scores),
-               "right inside mask, captions of one object": mean(alone),
-               "right inside mask, captions of 2-3 objects": mean(among),
+    scores, readings = right_in_mask(judge, cases, results)
+    alone_scores, _ = right_in_mask(judge, cases, [inpainted(pipe, c, c.extra["alone"], guidance)[1] for c in cases])
+    crowded = [len(c.scene.objects) > 1 for c in cases]
+
+    def share(scored, among=None):
+        return mean(s["all stated"] for s, many in zip(scored, crowded) if among is None or many == among)
+
+    figures = {"attributes right inside mask": share(scores),
+               "right inside mask, captions of one object": share(scores, among=False),
+               "right inside mask, captions of 2-3 objects": share(scores, among=True),
                "colour inside mask": mean(s["colour"] for s in scores),
                "shape inside mask": mean(s["shape"] for s in scores),
+               "right inside mask, prompt of the new object alone": share(alone_scores),
+               "right inside mask, prompt of the new object alone, 2-3 objects": share(alone_scores, among=True),
                "largest change outside mask, raw (/255)": max(raw_change),
                "largest change outside mask, blended (/255)": max(blended_change),
                "seconds / picture": mean(seconds)}

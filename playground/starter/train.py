@@ -1028,27 +1028,33 @@ def random_mask(rng: random.Random, scene: Scene, size: int = 64, over_object: b
 
 
 def inpaint_batch(rng: random.Random, scenes: list[Scene], crowded: list[int], n: int,
-                  binding_share: float, orange: tuple[int, ...] | list[int] = (), article_share: float = 0.0
-                  ) -> tuple[list[int], torch.Tensor, list[str]]:
-    """Scene indices, masks and captions for one batch. With probability `article_share` a
-    sample is a scene with an orange object, that object hidden and the caption calling it
-    "an orange <shape>" (the case inpainting read as an orange background); else with
-    probability `binding_share` a scene of 2-3 objects (`crowded`) with one of them hidden,
-    where the caption, which names them all, must say which one is missing; otherwise any
-    scene and any mask, and any caption (10% empty). At article share 0 the draws are the
-    same as before that share existed."""
-    idx, masks, article = [], [], []
+                  binding_share: float, orange: tuple[int, ...] | list[int] = (), article_share: float = 0.0,
+                  focus_share: float = 0.0) -> tuple[list[int], torch.Tensor, list[str], list[Scene]]:
+    """Scene indices, masks, captions and the scene each caption tells of, for one batch.
+    With probability `article_share` a sample is a scene with an orange object, that object
+    hidden and the caption calling it "an orange <shape>" (the case inpainting read as an
+    orange background); else with probability `focus_share` a scene of 2-3 objects
+    (`crowded`) with one hidden and the caption naming only that one, the way people prompt
+    an inpainter; else with probability `binding_share` such a scene where the caption,
+    which names them all, must say which one is missing; otherwise any scene and any mask,
+    and any caption (10% empty). At article and focus share 0 the draws are the same as
+    before those shares existed."""
+    idx, masks, article, focus = [], [], [], []
     for _ in range(n):
         wanted = article_share > 0 and rng.random() < article_share
-        binding = not wanted and binding_share > 0 and rng.random() < binding_share
-        i = rng.choice(orange) if wanted else rng.choice(crowded) if binding else rng.randrange(len(scenes))
+        focused = not wanted and focus_share > 0 and rng.random() < focus_share
+        binding = not wanted and not focused and binding_share > 0 and rng.random() < binding_share
+        i = rng.choice(orange) if wanted else rng.choice(crowded) if focused or binding else rng.randrange(len(scenes))
+        hidden = [rng.choice(scenes[i].objects)] if focused else orange_objects(scenes[i]) if wanted else None
         idx.append(i)
         article.append(wanted)
-        masks.append(random_mask(rng, scenes[i], over_object=wanted or binding,
-                                 among=orange_objects(scenes[i]) if wanted else None))
-    texts = [caption_where(scenes[i], rng, an_object) if wanted else captions_for([scenes[i]], rng)[0]
-             for i, wanted in zip(idx, article)]
-    return idx, torch.stack(masks), texts
+        focus.append(hidden[0] if focused else None)
+        masks.append(random_mask(rng, scenes[i], over_object=wanted or focused or binding, among=hidden))
+    told = [Scene(scenes[i].background, [obj]) if obj else scenes[i] for i, obj in zip(idx, focus)]
+    texts = [caption_where(scene, rng, an_object) if wanted
+             else captions_for([scene], rng, p_empty=0.0 if obj else 0.1)[0]
+             for scene, wanted, obj in zip(told, article, focus)]
+    return idx, torch.stack(masks), texts, told
 
 
 def train_inpaint(args, device):
@@ -1071,11 +1077,10 @@ def train_inpaint(args, device):
     orange = with_an_orange_object(scenes)
 
     def make_batch(step):
-        idx, masks, texts = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share,
-                                          orange, args.article_share)
-        batch_scenes = [scenes[i] for i in idx]
-        images = pixels_to_tensor(render_chunk(batch_scenes, 64))
-        return (idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, batch_scenes),
+        idx, masks, texts, told = inpaint_batch(rng, scenes, crowded, args.batch, args.binding_share,
+                                                orange, args.article_share, args.focus_share)
+        images = pixels_to_tensor(render_chunk([scenes[i] for i in idx], 64))
+        return (idx, masks, images, tokens(tok, texts, "cpu"), attention.targets(texts, told),
                 cells.targets(texts))
 
     batches = Prefetch(make_batch, loop.step, args.prefetch)
@@ -1401,6 +1406,9 @@ def parser() -> argparse.ArgumentParser:
                     help="per-channel constant added to the training noise (0: plain noise)")
     ap.add_argument("--binding-share", type=float, default=0.0,
                     help="inpaint: share of samples that hide one object of a 2-3-object scene")
+    ap.add_argument("--focus-share", type=float, default=0.0,
+                    help="inpaint: share of samples that hide one object of a 2-3-object scene "
+                         "and name only that object (a prompt of what goes in the mask)")
     ap.add_argument("--article-share", type=float, default=0.0,
                     help="text2img and layout: share of samples with an orange object, captioned "
                          "\"an orange <shape> ... on a <colour> background\"; inpaint: share of "
