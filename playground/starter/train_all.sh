@@ -10,8 +10,10 @@
 # keeps each box's attention in them inside the box (--gated-lr-scale 10 --open-gates 0.1
 # --grounding-loss 0.05), weighing the predicted picture's error at least half (--x0-weight-floor 0.5),
 # and draws a fifth of its samples as text2img's "an orange <shape>" ones (--article-share 0.2);
-# inpaint draws 60% of its samples as one hidden object of a 2-3-object scene (--binding-share 0.6)
-# and a tenth as a hidden orange object called "an orange <shape>" (--article-share 0.1); the
+# inpaint draws a tenth of its samples as a hidden orange object called "an orange <shape>"
+# (--article-share 0.1), 30% of the rest as one hidden object of a 2-3-object scene captioned
+# by that object alone, as people prompt an inpainter (--focus-share 0.3), and 60% of what is
+# left as such a hidden object with the whole scene captioned (--binding-share 0.6); the
 # upscaler weighs its predicted picture's error at every noise level (--x0-weight-floor 1)
 # and trains half its samples near the default noise level 20; the VAE's decoder is then
 # sharpened alone (--decoder-only: the encoder, and so every latent, stays). Each UNet
@@ -38,7 +40,7 @@ $T text2img --minutes "$(m 70)" --batch 32 --attention-loss 0.01 --article-share
 $T layout   --minutes "$(m 30)" --batch 32 --attention-loss 0.01 --gated-lr-scale 10 --grounding-loss 0.05 \
             --open-gates 0.1 --x0-weight-floor 0.5 --article-share 0.2 --anneal-to 0.1 &
 $T inpaint  --minutes "$(m 30)" --batch 32 --threads 1 --attention-loss 0.01 --binding-share 0.6 \
-            --article-share 0.1 --anneal-to 0.1
+            --article-share 0.1 --focus-share 0.3 --anneal-to 0.1
 wait
 $T text2img --minutes "$(m 84)" --batch 32 --own-text --cell-words-only --unet-lr-scale 0.03 \
             --attention-loss 0.01 --cell-attention-loss 1 --high-noise-share 0.3 --x0-weight-floor 0.5 \

@@ -62,7 +62,8 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                                                    color_mode="fixed"),
                                     height=DISPLAY_HEIGHT + 80, elem_id=f"{TAB}-editor")
             example = gr.Button("Use an example picture", size="sm")
-            prompt = gr.Textbox(label="Prompt (the picture wanted after repainting)",
+            prompt = gr.Textbox(label="Prompt: what to paint in the mask",
+                                info="or the whole picture wanted after repainting",
                                 value="a green triangle", elem_id=f"{TAB}-prompt")
             negative = gr.Textbox(label="Negative prompt", elem_id=f"{TAB}-negative")
             strength = gr.Slider(0.01, 1.0, value=d.get("strength", 1.0), step=0.01,
