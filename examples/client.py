@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
                                 boxes=[[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]],
                                 seed=2),
         "inpaint": dict(image=handle_file(str(picture)), mask=handle_file(str(mask)),
-                        prompt="a red circle and a green square", strength=1.0, seed=3),
+                        prompt="a green square", strength=1.0, seed=3),
         "upscale": dict(image=handle_file(str(picture)), prompt="a red circle",
                         noise_level=20, seed=4),
     }

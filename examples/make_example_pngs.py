@@ -58,8 +58,7 @@ def make_all(pg: Playground) -> dict[str, Image.Image]:
             "a red circle and a blue square", ["a red circle", "a blue square"],
             [[0.1, 0.1, 0.45, 0.45], [0.55, 0.5, 0.9, 0.85]], steps=STEPS, seed=3,
             regional_prompts=True, colour_hints=True),  # as the Layout tab starts
-        "inpaint": pg.inpaint(picture, square_mask(), "two objects: a red circle at the top "
-                              "left and a green triangle at the bottom right", steps=STEPS, seed=5),
+        "inpaint": pg.inpaint(picture, square_mask(), "a green triangle", steps=STEPS, seed=5),
         "upscale": pg.upscale(picture, "a red circle and a blue square", steps=STEPS,
                               noise_level=20, seed=1),
     }

@@ -84,11 +84,12 @@ def main(argv=None) -> None:
                                scheduler="Euler a", steps=args.steps, seed=2, grounding=0.3)
     save(early, out / "layout_to_image_early_grounding.png")
 
-    # Inpainting: white in the mask = repaint; everything else comes back unchanged
+    # Inpainting: white in the mask = repaint; everything else comes back unchanged.
+    # Name what goes in the mask (a caption of the whole picture works too, less often)
     scene = render(Scene("white", [Obj("red", "circle", (0.1, 0.1, 0.45, 0.45))]))
     mask = Image.new("L", scene.size, 0)
     ImageDraw.Draw(mask).rectangle([32, 32, 63, 63], fill=255)
-    inpainted = pg.inpaint(scene, mask, "a red circle and a green square",
+    inpainted = pg.inpaint(scene, mask, "a green square",
                            strength=1.0, steps=args.steps, seed=3)
     save(inpainted, out / "inpaint.png")
 
