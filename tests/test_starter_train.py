@@ -580,6 +580,23 @@ def test_every_stage_of_train_all_sh_parses_with_trains_own_options():
     assert (rebase.lr, rebase.gated_lr_scale, more.lr, more.gated_lr_scale) == (3e-5, 100, 3e-5, 100)
 
 
+def test_layout_gives_gated_layers_and_cross_attention_queries_and_keys_their_own_rates():
+    args = train.parser().parse_args(["layout", "--lr", "3e-5", "--gated-lr-scale", "100",
+                                      "--cross-attention-lr-scale", "10"])
+    unet = models.build_unet("layout")
+    base, gated, places = train.layout_param_groups(unet, args)
+    names = {id(p): n for n, p in unet.named_parameters()}
+    # the three groups share out every parameter once
+    assert sorted(map(id, base["params"] + gated["params"] + places["params"])) == sorted(names)
+    assert (gated["lr_scale"], places["lr_scale"]) == (100, 10) and "lr_scale" not in base
+    assert all(".fuser." in names[id(p)] or names[id(p)].startswith("position_net.") for p in gated["params"])
+    place_names = [names[id(p)] for p in places["params"]]
+    assert place_names and all(".attn2.to_q." in n or ".attn2.to_k." in n for n in place_names)
+    assert not any(".attn2.to_v." in names[id(p)] for p in places["params"] + gated["params"])
+    # by default they learn at the base layers' rate, as every run before the option did
+    assert train.layout_param_groups(unet, train.parser().parse_args(["layout"]))[2]["lr_scale"] == 1.0
+
+
 def test_layout_takes_text2imgs_base_keeps_its_gated_layers_and_can_open_or_hold_its_gates(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

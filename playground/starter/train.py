@@ -951,6 +951,28 @@ def said_which_text(task: str, args, loop) -> None:
         log(task, f"reads text2img's own text encoder from step {loop.step}")
 
 
+def gated(name: str) -> bool:
+    """A layout UNet's GLIGEN layers: the gated self-attention and the box encoder."""
+    return ".fuser." in name or name.startswith("position_net.")
+
+
+def places_words(name: str) -> bool:
+    """Cross-attention's queries and keys, which decide where each word's attention falls."""
+    return ".attn2.to_q." in name or ".attn2.to_k." in name
+
+
+def layout_param_groups(unet, args) -> list[dict]:
+    """The base layers at --lr; the gated layers, which start closed (tanh(alpha) = 0) and at
+    the base rate stayed closed over 1,500 steps (MODEL_CARD.md, "Layout"), at
+    --gated-lr-scale times it; the cross-attention queries and keys, what --attention-loss
+    asks to move, at --cross-attention-lr-scale times it."""
+    named = list(unet.named_parameters())
+    return [{"params": [p for n, p in named if not gated(n) and not places_words(n)]},
+            {"params": [p for n, p in named if gated(n)], "lr_scale": args.gated_lr_scale},
+            {"params": [p for n, p in named if not gated(n) and places_words(n)],
+             "lr_scale": args.cross_attention_lr_scale}]
+
+
 def train_layout(args, device):
     vae = trained_vae(device)
     scenes, lat = scene_cache("scenes64", args.cache, 64, vae, seed=1)
@@ -961,15 +983,8 @@ def train_layout(args, device):
         init_from_text2img(unet, device)
     unet = unet.to(device).train()
     sched = models.build_scheduler()
-    # The gated layers start closed (tanh(alpha) = 0) and at the base rate stayed closed over
-    # 1,500 steps (MODEL_CARD.md, "Layout"): they get their own, larger rate.
-    def gated(name):
-        return ".fuser." in name or name.startswith("position_net.")
-
-    named = list(unet.named_parameters())
-    groups = [{"params": [p for n, p in named if not gated(n)]},
-              {"params": [p for n, p in named if gated(n)], "lr_scale": args.gated_lr_scale}]
-    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, groups, extra=which_text)
+    loop = Loop("layout", args, {"unet": unet}, {"unet": Ema(unet, 0.999)}, layout_param_groups(unet, args),
+                extra=which_text)
     said_which_text("layout", args, loop)
     if args.base_from_text2img:
         base_from_text2img(loop, gated)
@@ -1430,6 +1445,9 @@ def parser() -> argparse.ArgumentParser:
                          "for this run (0: the gates learn)")
     ap.add_argument("--gated-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the gated (GLIGEN) layers, as a multiple of --lr")
+    ap.add_argument("--cross-attention-lr-scale", type=float, default=1.0,
+                    help="layout: learning rate of the cross-attention queries and keys (where "
+                         "each word's attention falls), as a multiple of --lr")
     ap.add_argument("--prefetch", type=int, default=4,
                     help="batches made ahead in a background thread (0: each made in line; "
                          "the batches are the same either way)")
