@@ -213,3 +213,32 @@ def test_max_grid_keeps_only_the_coarse_layers_in_the_loss(tokenizer):
     assert float(both) == pytest.approx(0.75 / 2)
     assert float(al.outside_box_loss([fine, coarse], boxes, valid, max_grid=4)) == pytest.approx(0.0)
     assert float(al.outside_box_loss([fine, coarse], boxes, valid, max_grid=8)) == pytest.approx(0.75 / 2)
+
+
+def test_the_foreign_share_is_what_a_box_reads_of_other_objects_words_and_the_tail(tokenizer):
+    from playground.starter.world import Obj, Scene
+    text = "a red circle in the top left and a blue square in the bottom right"
+    scene = Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5)),
+                            Obj("blue", "square", (0.5, 0.5, 1.0, 1.0))])
+    boxes, valid = al.object_box_targets(tokenizer, [text], [scene], 3)
+    assert valid.tolist() == [[1, 1, 0]] and boxes[0, 1].tolist() == [0.5, 0.5, 1.0, 1.0]
+    ids = tokenizer([text], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    tail = al.from_sep_on(ids, tokenizer.sep_token_id)[..., 0]
+    objects = al.token_objects(tokenizer, [text], 77)
+    words = tokenizer.tokenize(text)
+    red, blue, sep = words.index("red") + 1, words.index("blue") + 1, len(words) + 1
+    assert objects[0, red] == 0 and objects[0, blue] == 1 and tail[0, sep] and not tail[0, sep - 1]
+    first = al.box_coverage((0.0, 0.0, 0.5, 0.5), 8).flatten().bool()
+    second = al.box_coverage((0.5, 0.5, 1.0, 1.0), 8).flatten().bool()
+    own = torch.zeros(1, 64, 77)
+    own[0][first, red], own[0][second, blue] = 1.0, 1.0  # each box reads its own colour word
+    own[0][~(first | second), 0] = 1.0
+    assert float(al.foreign_share_in_boxes([own], boxes, valid, objects, tail)) == 0.0
+    swapped = torch.zeros(1, 64, 77)
+    swapped[0][first, blue], swapped[0][second, sep] = 1.0, 1.0  # the other's word; the tail
+    swapped[0][~(first | second), 0] = 1.0
+    assert float(al.foreign_share_in_boxes([swapped], boxes, valid, objects, tail)) == pytest.approx(1.0)
+    half = (own + swapped) / 2
+    assert float(al.foreign_share_in_boxes([half, own], boxes, valid, objects, tail)) == pytest.approx(0.25)
+    # a caption that does not name its scene's objects one by one is left out
+    assert not al.object_box_targets(tokenizer, ["a red circle"], [scene], 3)[1].any()

@@ -198,6 +198,24 @@ def test_crowding_loss_adds_the_weighted_cell_share_and_is_off_at_zero():
     assert off.targets(texts) is None and off.added_to(loss, 0, targets, None) is loss
 
 
+def test_own_words_loss_adds_the_weighted_foreign_share_and_is_off_at_zero():
+    from playground.starter.world import Obj, Scene
+    tok = models.build_tokenizer()
+    attention = train.AttentionSupervision("layout", models.build_unet("layout"), tok, 0.0, record=True)
+    own_words = train.OwnWordsSupervision(attention, 2.0, n_objects=3)
+    texts = ["a red circle in the top left"] * 2
+    scenes = [Scene("white", [Obj("red", "circle", (0.0, 0.0, 0.5, 0.5))])] * 2
+    ids = train.tokens(tok, texts, "cpu")
+    targets = own_words.targets(texts, scenes, ids)
+    tail = int(targets[3][0].sum())  # [SEP] and the pads
+    attention.recorder.records[:] = [torch.full((2, 64, 77), 1 / 77)]  # spread evenly
+    loss = torch.tensor(1.0)
+    assert float(own_words.added_to(loss, 0, targets)) == pytest.approx(1 + 2 * tail / 77)
+    off = train.OwnWordsSupervision(attention, 0.0, n_objects=3)
+    assert off.targets(texts, scenes, ids) is None and off.added_to(loss, 0, None) is loss
+    assert train.parser().parse_args(["layout", "--own-words-loss", "0.1"]).own_words_loss == 0.1
+
+
 def test_hold_tail_measures_only_the_outputs_after_the_captions_words():
     tok = models.build_tokenizer()
     off = train.TailHold(0.0, tok, "cpu")

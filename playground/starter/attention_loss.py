@@ -236,3 +236,46 @@ def record_grounding_attention(unet, n_objects: int) -> AttentionRecords:
         processors[name] = GroundingAttention(records, n_objects) if is_fuser else processor
     unet.set_attn_processor(processors)
     return records
+
+
+def object_box_targets(tokenizer, captions: list[str], scenes, n_objects: int):
+    """(boxes, valid): each caption's objects' boxes, (batch, n_objects, 4), in the order its
+    phrases name them, and which are there (captions that do not name their scene's objects
+    one by one are left out, as in token_targets)."""
+    boxes = torch.zeros(len(captions), n_objects, 4)
+    valid = torch.zeros(len(captions), n_objects)
+    for b, (text, scene) in enumerate(zip(captions, scenes)):
+        groups = object_word_positions(tokenizer.tokenize(text)) if text else []
+        if len(groups) != len(scene.objects):
+            continue
+        for o, obj in enumerate(scene.objects[:n_objects]):
+            boxes[b, o] = torch.tensor(obj.box, dtype=torch.float32)
+            valid[b, o] = 1
+    return boxes, valid
+
+
+def foreign_share_in_boxes(records: list[torch.Tensor], boxes: torch.Tensor, valid: torch.Tensor,
+                           objects: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+    """Mean, over layers and objects, of the share of the attention inside an object's box
+    that goes to another object's words or to the tokens from [SEP] on (`tail`: in the causal
+    text encoder they read every word, so the looks of all the objects mix there). Low, each
+    box reads its own object's words, as regional prompts make it (tasks/regions.py)."""
+    if not valid.any():
+        return records[0].sum() * 0
+    device = records[0].device
+    o = torch.arange(boxes.shape[1])
+    foreign = (((objects[:, None, :] >= 0) & (objects[:, None, :] != o[None, :, None]))
+               | tail.bool()[:, None, :]).float().to(device)  # (batch, objects, tokens)
+    v = valid.to(device)
+    losses, by_size = [], {}
+    for probs in records:
+        n = grid_side(probs)
+        if n not in by_size:
+            cover = torch.zeros(*boxes.shape[:2], n * n)
+            for b, k in valid.nonzero().tolist():
+                cover[b, k] = box_coverage(boxes[b, k].tolist(), n).flatten()
+            by_size[n] = cover.to(device)
+        mass = torch.einsum("bop,bpt->bot", by_size[n], probs)  # attention from inside each box
+        share = (mass * foreign).sum(-1) / mass.sum(-1).clamp_min(1e-8)
+        losses.append((share * v).sum() / v.sum())
+    return torch.stack(losses).mean()
