@@ -332,3 +332,42 @@ def test_the_sharing_note_names_text_to_images_own_encoder_where_layout_reads_it
             "`weights/text2img/`)") in note
     assert "the text encoder is shared by inpaint, upscale (stored once, in `weights/inpaint/`)" in note
     assert "of its own" not in note.replace("upscale has a VAE of its own", "")
+
+
+def test_layout_words_probe_hides_words_by_box_and_otherwise_attends_as_diffusers():
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    from playground.starter import probe_layout_words as pl
+    from playground.starter.attention_loss import box_coverage, token_objects
+    from playground.starter.models import build_tokenizer
+
+    tok = build_tokenizer()
+    text = "a red circle in the top left and a blue square in the bottom right"
+    objects = token_objects(tok, [text], 77)[0]
+    boxes = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]
+    torch.manual_seed(0)
+    attn = Attention(16, cross_attention_dim=8, heads=2, dim_head=8)
+    x, words = torch.randn(2, 64, 16), torch.randn(2, 77, 8)
+    # with no boxes nothing is hidden: exactly diffusers' own attention
+    plain = pl.WordMaskedCrossAttention(objects, [], guided=True, own_words_only=True)
+    assert torch.allclose(plain(attn, x, words), AttnProcessor()(attn, x, words), atol=1e-6)
+    red, blue = int((objects == 0).nonzero()[1]), int((objects == 1).nonzero()[1])
+    first = box_coverage(boxes[0], 8).flatten() >= 0.5
+    for own in (False, True):
+        bias = pl.WordMaskedCrossAttention(objects, boxes, guided=True, own_words_only=own).bias(64, 77)
+        assert (bias[first, blue] == pl.HIDDEN).all() and (bias[first, red] == 0).all()
+        assert (bias[~first, red] == pl.HIDDEN).all() and (bias[:, 0] == 0).all()
+        assert bool((bias[first, 30] == pl.HIDDEN).all()) is own  # a pad, inside the first box
+    # the negative prompt's half of a guided batch is left as it is
+    masked = pl.WordMaskedCrossAttention(objects, boxes, guided=True, own_words_only=True)(attn, x, words)
+    assert torch.allclose(masked[0], AttnProcessor()(attn, x, words)[0], atol=1e-6)
+    assert not torch.allclose(masked[1], AttnProcessor()(attn, x, words)[1], atol=1e-3)
+
+
+def test_layout_words_probe_runs_on_the_starter_model(capsys):
+    from playground.starter import probe_layout_words as pl
+
+    pl.main(["--cases", "2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows[1:]] == list(pl.settings(None, True))
+    assert all(0 <= float(v) <= 1 for r in rows[1:] for v in r.strip("| ").split(" | ")[1:])

@@ -385,11 +385,12 @@ LAYOUT_OPTION_ROWS = (
 
 
 def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bool,
-                   regional: bool = False, hints: bool = False) -> tuple[dict, list]:
+                   regional: bool = False, hints: bool = False, unet_for=None) -> tuple[dict, list]:
     """The layout cases as the stock pipeline makes them, or with the playground's
     place_objects (the starting noise steered toward the boxes, tasks/placement.py) and
     regional prompts (each box reads only its phrase, tasks/regions.py) and colour hints
-    (each phrase's colour in the starting noise of its box, tasks/colour_hint.py)."""
+    (each phrase's colour in the starting noise of its box, tasks/colour_hint.py), or with
+    the UNet `unet_for(case)` gives (probe_layout_words)."""
     from ..tasks import colour_hint, placement, regions
 
     images, seconds = [], []
@@ -405,6 +406,8 @@ def layout_figures(pipe, judge: Judge, cases, guidance: float, place_objects: bo
             if regional:
                 pipe.unet = regions.regional_unet(pipe, case.prompt, case.extra["phrases"],
                                                   case.extra["boxes"], BASE, BASE, guidance > 1)
+            if unet_for is not None:
+                pipe.unet = unet_for(case)
             with torch.no_grad():
                 return pipe(case.prompt, height=BASE, width=BASE, num_inference_steps=STEPS, latents=latents,
                             gligen_phrases=case.extra["phrases"], gligen_boxes=case.extra["boxes"],
