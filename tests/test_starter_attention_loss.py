@@ -240,5 +240,11 @@ def test_the_foreign_share_is_what_a_box_reads_of_other_objects_words_and_the_ta
     assert float(al.foreign_share_in_boxes([swapped], boxes, valid, objects, tail)) == pytest.approx(1.0)
     half = (own + swapped) / 2
     assert float(al.foreign_share_in_boxes([half, own], boxes, valid, objects, tail)) == pytest.approx(0.25)
+    # strict (no tail given): everything but the box's own words counts, the start token too
+    assert float(al.foreign_share_in_boxes([own], boxes, valid, objects)) == 0.0
+    start = own.clone()
+    start[0][first, red], start[0][first, 0] = 0.0, 1.0
+    assert float(al.foreign_share_in_boxes([start], boxes, valid, objects)) == pytest.approx(0.5)
+    assert float(al.foreign_share_in_boxes([start], boxes, valid, objects, tail)) == 0.0
     # a caption that does not name its scene's objects one by one is left out
     assert not al.object_box_targets(tokenizer, ["a red circle"], [scene], 3)[1].any()

@@ -214,6 +214,11 @@ def test_own_words_loss_adds_the_weighted_foreign_share_and_is_off_at_zero():
     off = train.OwnWordsSupervision(attention, 0.0, n_objects=3)
     assert off.targets(texts, scenes, ids) is None and off.added_to(loss, 0, None) is loss
     assert train.parser().parse_args(["layout", "--own-words-loss", "0.1"]).own_words_loss == 0.1
+    strict = train.OwnWordsSupervision(attention, 2.0, n_objects=3, strict=True)
+    strict_targets = strict.targets(texts, scenes, ids)
+    assert strict_targets[3] is None
+    own = int((strict_targets[2][0] == 0).sum())  # "red", "circle", "top", "left"
+    assert float(strict.added_to(loss, 0, strict_targets)) == pytest.approx(1 + 2 * (77 - own) / 77)
 
 
 def test_hold_tail_measures_only_the_outputs_after_the_captions_words():

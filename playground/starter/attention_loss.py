@@ -255,17 +255,22 @@ def object_box_targets(tokenizer, captions: list[str], scenes, n_objects: int):
 
 
 def foreign_share_in_boxes(records: list[torch.Tensor], boxes: torch.Tensor, valid: torch.Tensor,
-                           objects: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
-    """Mean, over layers and objects, of the share of the attention inside an object's box
-    that goes to another object's words or to the tokens from [SEP] on (`tail`: in the causal
-    text encoder they read every word, so the looks of all the objects mix there). Low, each
-    box reads its own object's words, as regional prompts make it (tasks/regions.py)."""
+                           objects: torch.Tensor, tail: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean, over layers and objects, of the share of the attention inside an object's box that
+    goes to anything but that object's own words; with `tail` (a (batch, tokens) mask), only
+    the share on another object's words or on the tail ([SEP] and the pads, which in the
+    causal text encoder read every word, so the looks of all the objects mix there). Low,
+    each box reads its own object's words, as regional prompts make it (tasks/regions.py)."""
     if not valid.any():
         return records[0].sum() * 0
     device = records[0].device
     o = torch.arange(boxes.shape[1])
-    foreign = (((objects[:, None, :] >= 0) & (objects[:, None, :] != o[None, :, None]))
-               | tail.bool()[:, None, :]).float().to(device)  # (batch, objects, tokens)
+    own = objects[:, None, :] == o[None, :, None]  # (batch, objects, tokens)
+    if tail is None:
+        foreign = ~own
+    else:
+        foreign = ((objects[:, None, :] >= 0) & ~own) | tail.bool()[:, None, :]
+    foreign = foreign.float().to(device)
     v = valid.to(device)
     losses, by_size = [], {}
     for probs in records:

@@ -778,8 +778,12 @@ class OwnWordsSupervision:
 
     label = "attention in the boxes on other objects' words or the tail"
 
-    def __init__(self, attention: AttentionSupervision, weight: float, n_objects: int):
+    def __init__(self, attention: AttentionSupervision, weight: float, n_objects: int,
+                 strict: bool = False):
         self.task, self.tok, self.weight, self.n_objects = attention.task, attention.tok, weight, n_objects
+        self.strict = strict  # count every token but the object's own words, the start token too
+        if strict:
+            self.label = "attention in the boxes off their own object's words"
         self.recorder = attention.recorder if weight else None
         self.history: list[float] = []
 
@@ -788,7 +792,7 @@ class OwnWordsSupervision:
         if not self.weight:
             return None
         boxes, valid = attention_loss.object_box_targets(self.tok, texts, scenes, self.n_objects)
-        tail = attention_loss.from_sep_on(ids, self.tok.sep_token_id)[..., 0]
+        tail = None if self.strict else attention_loss.from_sep_on(ids, self.tok.sep_token_id)[..., 0]
         return boxes, valid, attention_loss.token_objects(self.tok, texts, n_tokens), tail
 
     def added_to(self, loss, step: int, targets):
@@ -1025,7 +1029,8 @@ def train_layout(args, device):
         hold_gates(loop, args.hold_gates)
     rng = random.Random(3000 + loop.step)
     attention = AttentionSupervision("layout", unet, tok, args.attention_loss, record=bool(args.own_words_loss))
-    own_words = OwnWordsSupervision(attention, args.own_words_loss, n_objects=3)  # the world draws 1-3
+    own_words = OwnWordsSupervision(attention, args.own_words_loss, n_objects=3,  # the world draws 1-3
+                                    strict=args.own_words_strict)
     grounding = GroundingSupervision(unet, args.grounding_loss)
 
     orange = with_an_orange_object(scenes)
@@ -1482,6 +1487,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--own-words-loss", type=float, default=0.0,
                     help="layout: weight of the loss keeping the attention inside each object's box "
                          "off the other objects' words and off [SEP] and the pads")
+    ap.add_argument("--own-words-strict", action="store_true",
+                    help="layout, with --own-words-loss: count every token but the object's own "
+                         "words (the start token and the caption's other words too)")
     ap.add_argument("--cross-attention-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the cross-attention queries and keys (where "
                          "each word's attention falls), as a multiple of --lr")
