@@ -120,7 +120,8 @@ def from_sep_on(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
 
 
 def coverage_maps(boxes: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
-    """(batch, tokens, n*n) coverage of each supervised token's box on an n x n grid."""
+    """(batch, slots, n*n) coverage of each valid slot's box (a token's or an object's) on an
+    n x n grid."""
     out = torch.zeros(*boxes.shape[:2], n * n)
     for b, t in valid.nonzero().tolist():
         out[b, t] = box_coverage(boxes[b, t].tolist(), n).flatten()
@@ -276,10 +277,7 @@ def foreign_share_in_boxes(records: list[torch.Tensor], boxes: torch.Tensor, val
     for probs in records:
         n = grid_side(probs)
         if n not in by_size:
-            cover = torch.zeros(*boxes.shape[:2], n * n)
-            for b, k in valid.nonzero().tolist():
-                cover[b, k] = box_coverage(boxes[b, k].tolist(), n).flatten()
-            by_size[n] = cover.to(device)
+            by_size[n] = coverage_maps(boxes, valid, n).to(device)  # (batch, objects, pixels)
         mass = torch.einsum("bop,bpt->bot", by_size[n], probs)  # attention from inside each box
         share = (mass * foreign).sum(-1) / mass.sum(-1).clamp_min(1e-8)
         losses.append((share * v).sum() / v.sum())

@@ -59,14 +59,16 @@ class WordMaskedCrossAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):
         batch, pixels, _ = hidden_states.shape
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
-        scores = (query @ key.transpose(-1, -2) * attn.scale).view(batch, attn.heads, pixels, -1)
+        bias = self.bias(pixels, key.shape[1]).to(query)
         first = batch // 2 if self.guided else 0  # [negative, conditional]: only the latter
-        scores[first:] = scores[first:] + self.bias(pixels, scores.shape[-1]).to(scores)
-        probs = scores.softmax(-1).view(batch * attn.heads, pixels, -1)
-        out = attn.batch_to_head_dim(probs @ value)
+        per_row = torch.stack([torch.zeros_like(bias)] * first + [bias] * (batch - first))
+        probs = attn.get_attention_scores(query, key, per_row.repeat_interleave(attn.heads, 0))
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
         return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
 
 
