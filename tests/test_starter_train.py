@@ -416,6 +416,31 @@ def test_cell_words_only_trains_the_cell_words_rows_and_leaves_the_object_words_
     assert not torch.allclose(after_out[0, first_cell], before_out[0, first_cell])
 
 
+def test_quiet_tail_makes_the_outputs_from_sep_on_the_same_for_every_caption():
+    """--quiet-tail: with [SEP] and [PAD] embedded 1000 long, the encoder's outputs from [SEP]
+    on no longer tell two captions apart, the words' outputs stay bit for bit, and the EMA
+    gets the same rows (asking twice changes nothing)."""
+    torch.manual_seed(0)
+    tok = models.build_tokenizer()
+    te = models.build_text_encoder(tok).eval()
+    ema = train.Ema(te, 0.999)
+    captions = ["a large blue circle in the top left and a small yellow square", "a red triangle"]
+    ids = train.tokens(tok, captions, "cpu")
+    words = len(tok.tokenize(captions[0])) + 1  # the start token too
+    with torch.no_grad():
+        before = te(ids)[0]
+        train.quieten_tail(te, ema, tok, 1000.0)
+        train.quieten_tail(te, ema, tok, 1000.0)
+        after = te(ids)[0]
+    assert torch.equal(after[0, :words], before[0, :words])
+    tail_gap = lambda out: (out[0, words + 1:] - out[1, words + 1:]).norm(dim=-1).mean()
+    assert tail_gap(after) < 0.01 * tail_gap(before)
+    table = te.get_input_embeddings().weight
+    ids_tail = tok.convert_tokens_to_ids(list(train.TAIL_TOKENS))
+    assert torch.allclose(table[ids_tail].norm(dim=1), torch.tensor([1000.0, 1000.0]))
+    assert torch.equal(ema.shadow[train.embedding_key(ema)], table)
+
+
 def shipped_step(task: str) -> int:
     with open(train.os.path.join(train.WEIGHTS, "training.json")) as f:
         return json.load(f)["steps"][task]

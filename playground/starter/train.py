@@ -602,6 +602,8 @@ def train_text2img(args, device):
         te.requires_grad_(False)
     if args.cell_words_only:
         train_only_cell_words(te, tok)
+    if args.quiet_tail:
+        quieten_tail(te, emas["text"], tok, args.quiet_tail)
     if args.freeze_unet:
         unet.requires_grad_(False)  # the loss's gradient still reaches the text encoder through it
 
@@ -650,6 +652,28 @@ def train_only_cell_words(te, tok) -> None:
     learns[cell_word_ids(tok)] = 1.0
     table.requires_grad_(True)
     table.register_hook(lambda grad: grad * learns)
+
+
+TAIL_TOKENS = ("[SEP]", "[PAD]")
+
+
+@torch.no_grad()
+def quieten_tail(te, ema: Ema, tok, norm: float) -> None:
+    """--quiet-tail: set the input embeddings of [SEP] and [PAD] (and their EMA) to length
+    `norm`. In the causal text encoder those positions read every word of the caption, and
+    the UNet reads much of each object's look there, where the objects mix (MODEL_CARD.md,
+    "A tail that says nothing"). Far longer than any layer's output, their residual stream
+    stays their own, so after the final layer norm they say the same for every caption; the
+    words before them, which never read them, are unchanged. The same length twice changes
+    nothing, so a resumed run may ask again."""
+    ids = tok.convert_tokens_to_ids(list(TAIL_TOKENS))
+    for table in (te.get_input_embeddings().weight, ema.shadow[embedding_key(ema)]):
+        rows = table[ids]
+        table[ids] = rows / rows.norm(dim=1, keepdim=True) * norm
+
+
+def embedding_key(ema: Ema) -> str:
+    return next(k for k in ema.shadow if k.endswith("token_embedding.weight"))
 
 
 def tracked(history: list[float], value: float, step: int, task: str, label: str,
@@ -1447,6 +1471,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--hold-tail", type=float, default=0.0,
                     help="text2img with --own-text: weight of how far the own encoder's outputs "
                          "after the caption's words moved from the shared encoder's (TailHold)")
+    ap.add_argument("--quiet-tail", type=float, default=0.0,
+                    help="text2img with --own-text: set the input embeddings of [SEP] and [PAD] to "
+                         "this length (1000 makes the encoder's outputs from [SEP] on the same for "
+                         "every caption, so the UNet must read the looks from the words; 0: leave them)")
     ap.add_argument("--crowding-loss", type=float, default=0.0,
                     help="text2img: weight of the cell words' share of their phrase's attention "
                          "inside the object's box (CrowdingSupervision)")
