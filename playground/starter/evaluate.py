@@ -555,7 +555,7 @@ def pick(rows, ok_index: int, n_ok: int = 2, n_bad: int = 2):
 
 
 def save_examples(examples: dict, folder: str) -> list[tuple[str, str, str]]:
-    """PNG files under `folder`; returns (file, task, caption) rows for the card."""
+    """PNG files under `folder` for the tasks evaluated; returns (file, task, caption) rows for the card."""
     os.makedirs(folder, exist_ok=True)
     for old in os.listdir(folder):
         if old.endswith(".png"):
@@ -567,18 +567,18 @@ def save_examples(examples: dict, folder: str) -> list[tuple[str, str, str]]:
         rows.append((name, task, text))
 
     for kind in ("single", "two"):
-        for i, ((case, img, reading, ok), _) in enumerate(pick(examples[kind], 3)):
+        for i, ((case, img, reading, ok), _) in enumerate(pick(examples.get(kind, []), 3)):
             put(f"text2img_{kind}_{'ok' if ok else 'fail'}_{i}.png", zoom(img), "text-to-image",
                 f"{'right' if ok else 'wrong'}: \"{case.prompt}\" -> judge reads: {describe(reading)}")
-    for i, ((case, img, reading, ok), _) in enumerate(pick(examples["layout"], 3)):
+    for i, ((case, img, reading, ok), _) in enumerate(pick(examples.get("layout", []), 3)):
         put(f"layout_{'ok' if ok else 'fail'}_{i}.png", with_boxes(img, case.extra["boxes"]), "layout-to-image",
             f"{'right' if ok else 'wrong'}: {list(zip(case.extra['phrases'], [[round(v, 2) for v in b] for b in case.extra['boxes']]))}"
             f" -> judge reads: {describe(reading)}")
-    for i, ((case, img, reading, ok), _) in enumerate(pick(examples["inpaint"], 3)):
+    for i, ((case, img, reading, ok), _) in enumerate(pick(examples.get("inpaint", []), 3)):
         pic = side_by_side([zoom(render(case.extra["before"])), zoom(case.extra["mask"].convert("RGB")), zoom(img)])
         put(f"inpaint_{'ok' if ok else 'fail'}_{i}.png", pic, "inpainting",
             f"{'right' if ok else 'wrong'}: before | mask | after, \"{case.prompt}\" -> judge reads: {describe(reading)}")
-    for i, (case, row) in enumerate(examples["upscale"][:2]):
+    for i, (case, row) in enumerate(examples.get("upscale", [])[:2]):
         pic = side_by_side([row["low"].resize((256, 256), Image.NEAREST), row["bicubic"], row["model"], row["truth"]])
         put(f"upscale_{i}.png", pic, "super-resolution",
             f"64 px input | bicubic ({row['psnr_bicubic']:.1f} dB) | model ({row['psnr']:.1f} dB) | true 256 px render")
