@@ -375,3 +375,35 @@ def test_layout_words_probe_runs_on_the_starter_model(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [r.split(" | ")[0][2:] for r in rows[1:]] == list(pl.settings(None, True))
     assert all(0 <= float(v) <= 1 for r in rows[1:] for v in r.strip("| ").split(" | ")[1:])
+
+
+def test_tail_probe_changes_only_the_outputs_from_sep_on():
+    """probe_tail: stock is the pipeline's own encoding; the empty and quiet tails keep the
+    words' outputs and replace those from [SEP] on, the quiet one the same for every caption."""
+    from playground.starter import probe_tail as pt
+
+    pipe = ev.load_pipeline("text2img")
+    prompts = ["a large blue circle in the top left and a small yellow square in the top right",
+               "a red triangle on a white background"]
+    own, _ = pipe.encode_prompt(prompts[0], "cpu", 1, False)
+    stock, negative = pt.conditions(pipe, prompts[0], "stock", None)
+    assert torch.allclose(stock, own) and torch.allclose(negative, pt.encoded(pipe, "")[0])
+    sep = len(pipe.tokenizer.tokenize(prompts[0])) + 1
+    empty, _ = pt.conditions(pipe, prompts[0], "empty tail", None)
+    assert torch.equal(empty[:, :sep], stock[:, :sep]) and torch.equal(empty[:, sep:], negative[:, sep:])
+    quiet = pt.quiet_encoder(pipe)
+    first, quiet_negative = pt.conditions(pipe, prompts[0], "quiet tail", quiet)
+    second, _ = pt.conditions(pipe, prompts[1], "quiet tail", quiet)
+    assert torch.allclose(first[:, :sep], stock[:, :sep], atol=1e-5)
+    gap = lambda a, b: float((a[0, sep + 1:] - b[0, sep + 1:]).norm(dim=-1).mean())  # pads in both
+    assert gap(first, second) < 0.05 * gap(stock, pt.conditions(pipe, prompts[1], "stock", None)[0])
+    assert gap(first, quiet_negative) < 0.05 * gap(stock, negative)
+
+
+def test_tail_probe_runs_the_evaluation_prompts(capsys):
+    from playground.starter import probe_tail as pt
+
+    pt.main(["--single", "2", "--two", "1", "--settings", "stock,quiet tail"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["stock", "quiet tail"]
+    assert all("colour" in line and "two objects right" in line and "of 1" in line for line in lines)

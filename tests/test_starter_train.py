@@ -429,8 +429,8 @@ def test_quiet_tail_makes_the_outputs_from_sep_on_the_same_for_every_caption():
     words = len(tok.tokenize(captions[0])) + 1  # the start token too
     with torch.no_grad():
         before = te(ids)[0]
-        train.quieten_tail(te, ema, tok, 1000.0)
-        train.quieten_tail(te, ema, tok, 1000.0)
+        train.quieten_tail(te, tok, 1000.0, ema)
+        train.quieten_tail(te, tok, 1000.0, ema)
         after = te(ids)[0]
     assert torch.equal(after[0, :words], before[0, :words])
     tail_gap = lambda out: (out[0, words + 1:] - out[1, words + 1:]).norm(dim=-1).mean()

@@ -603,7 +603,7 @@ def train_text2img(args, device):
     if args.cell_words_only:
         train_only_cell_words(te, tok)
     if args.quiet_tail:
-        quieten_tail(te, emas["text"], tok, args.quiet_tail)
+        quieten_tail(te, tok, args.quiet_tail, emas["text"])
     if args.freeze_unet:
         unet.requires_grad_(False)  # the loss's gradient still reaches the text encoder through it
 
@@ -658,7 +658,7 @@ TAIL_TOKENS = ("[SEP]", "[PAD]")
 
 
 @torch.no_grad()
-def quieten_tail(te, ema: Ema, tok, norm: float) -> None:
+def quieten_tail(te, tok, norm: float, ema: Ema | None = None) -> None:
     """--quiet-tail: set the input embeddings of [SEP] and [PAD] (and their EMA) to length
     `norm`. In the causal text encoder those positions read every word of the caption, and
     the UNet reads much of each object's look there, where the objects mix (MODEL_CARD.md,
@@ -667,7 +667,8 @@ def quieten_tail(te, ema: Ema, tok, norm: float) -> None:
     words before them, which never read them, are unchanged. The same length twice changes
     nothing, so a resumed run may ask again."""
     ids = tok.convert_tokens_to_ids(list(TAIL_TOKENS))
-    for table in (te.get_input_embeddings().weight, ema.shadow[embedding_key(ema)]):
+    tables = [te.get_input_embeddings().weight] + ([ema.shadow[embedding_key(ema)]] if ema else [])
+    for table in tables:
         rows = table[ids]
         table[ids] = rows / rows.norm(dim=1, keepdim=True) * norm
 
