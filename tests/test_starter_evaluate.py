@@ -407,3 +407,6 @@ def test_tail_probe_runs_the_evaluation_prompts(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["stock", "quiet tail"]
     assert all("colour" in line and "two objects right" in line and "of 1" in line for line in lines)
+    pt.main(["--task", "inpaint", "--cases", "2", "--settings", "empty tail"])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("empty tail: right inside mask ") and "captions of 2-3 objects" in line
