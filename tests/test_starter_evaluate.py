@@ -386,17 +386,17 @@ def test_tail_probe_changes_only_the_outputs_from_sep_on():
     prompts = ["a large blue circle in the top left and a small yellow square in the top right",
                "a red triangle on a white background"]
     own, _ = pipe.encode_prompt(prompts[0], "cpu", 1, False)
-    stock, negative = pt.conditions(pipe, prompts[0], "stock", None)
-    assert torch.allclose(stock, own) and torch.allclose(negative, pt.encoded(pipe, "")[0])
+    stock, negative = pt.conditioner(pipe, "stock")(prompts[0])
+    assert torch.allclose(stock, own) and torch.allclose(negative, pt.encoded(pipe.text_encoder, pipe.tokenizer, "")[0])
     sep = len(pipe.tokenizer.tokenize(prompts[0])) + 1
-    empty, _ = pt.conditions(pipe, prompts[0], "empty tail", None)
+    empty, _ = pt.conditioner(pipe, "empty tail")(prompts[0])
     assert torch.equal(empty[:, :sep], stock[:, :sep]) and torch.equal(empty[:, sep:], negative[:, sep:])
-    quiet = pt.quiet_encoder(pipe)
-    first, quiet_negative = pt.conditions(pipe, prompts[0], "quiet tail", quiet)
-    second, _ = pt.conditions(pipe, prompts[1], "quiet tail", quiet)
+    quiet = pt.conditioner(pipe, "quiet tail")
+    first, quiet_negative = quiet(prompts[0])
+    second, _ = quiet(prompts[1])
     assert torch.allclose(first[:, :sep], stock[:, :sep], atol=1e-5)
     gap = lambda a, b: float((a[0, sep + 1:] - b[0, sep + 1:]).norm(dim=-1).mean())  # pads in both
-    assert gap(first, second) < 0.05 * gap(stock, pt.conditions(pipe, prompts[1], "stock", None)[0])
+    assert gap(first, second) < 0.05 * gap(stock, pt.conditioner(pipe, "stock")(prompts[1])[0])
     assert gap(first, quiet_negative) < 0.05 * gap(stock, negative)
 
 

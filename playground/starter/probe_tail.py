@@ -28,16 +28,17 @@ import time
 
 import torch
 
+from .attention_loss import from_sep_on
 from .train import quieten_tail, tokens
 
 SETTINGS = ("stock", "empty tail", "quiet tail")
 QUIET = 1000.0
 
 
-def encoded(pipe, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = tokens(pipe.tokenizer, [text], "cpu")
+def encoded(te, tok, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = tokens(tok, [text], "cpu")
     with torch.no_grad():
-        return pipe.text_encoder(ids)[0], ids[0]
+        return te(ids)[0], ids
 
 
 def quiet_encoder(pipe):
@@ -47,25 +48,25 @@ def quiet_encoder(pipe):
     return te
 
 
-def conditions(pipe, prompt: str, setting: str, quiet) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prompt embeddings, negative prompt embeddings) for `setting`."""
-    if setting == "quiet tail":
-        with torch.no_grad():
-            both = quiet(tokens(pipe.tokenizer, [prompt, ""], "cpu"))[0]
-        return both[:1], both[1:]
-    cond, ids = encoded(pipe, prompt)
-    empty, _ = encoded(pipe, "")
-    if setting == "empty tail":
-        sep = int((ids == pipe.tokenizer.sep_token_id).nonzero()[0])
-        cond = cond.clone()
-        cond[:, sep:] = empty[:, sep:]
-    return cond, empty
+def conditioner(pipe, setting: str):
+    """prompt -> (prompt embeddings, negative prompt embeddings) for `setting`; the negative
+    (the empty caption) is encoded once."""
+    te = quiet_encoder(pipe) if setting == "quiet tail" else pipe.text_encoder
+    empty, _ = encoded(te, pipe.tokenizer, "")
+
+    def condition(prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cond, ids = encoded(te, pipe.tokenizer, prompt)
+        if setting == "empty tail":
+            cond = torch.where(from_sep_on(ids, pipe.tokenizer.sep_token_id), empty, cond)
+        return cond, empty
+
+    return condition
 
 
-def drawn(pipe, prompt: str, setting: str, quiet, seed: int, guidance: float, **task_inputs):
+def drawn(pipe, condition, prompt: str, seed: int, guidance: float, **task_inputs):
     from . import evaluate as ev
 
-    cond, negative = conditions(pipe, prompt, setting, quiet)
+    cond, negative = condition(prompt)
     return pipe(prompt_embeds=cond, negative_prompt_embeds=negative, height=ev.BASE, width=ev.BASE,
                 num_inference_steps=ev.STEPS, guidance_scale=guidance, generator=ev.generator(seed),
                 **task_inputs).images[0]
@@ -75,8 +76,8 @@ def text2img_figures(pipe, judge, setting: str, guidance: float, n_single: int, 
     from . import evaluate as ev
 
     singles, twos = ev.text_cases("single", n_single, 1), ev.text_cases("two", n_two, 2)
-    quiet = quiet_encoder(pipe) if setting == "quiet tail" else None
-    images = [drawn(pipe, case.prompt, setting, quiet, case.seed, guidance) for case in singles + twos]
+    condition = conditioner(pipe, setting)
+    images = [drawn(pipe, condition, case.prompt, case.seed, guidance) for case in singles + twos]
     readings = judge.read_many(images)
     single = [ev.score_single(c, r) for c, r in zip(singles, readings)]
     out = {k: f"{ev.mean(s[k] for s in single):.3f}" for k in ("colour", "shape", "cell", "background", "size")}
@@ -89,11 +90,11 @@ def inpaint_figures(pipe, judge, setting: str, guidance: float, n: int) -> dict:
     from . import evaluate as ev
 
     cases = ev.inpaint_cases(n)
-    quiet = quiet_encoder(pipe) if setting == "quiet tail" else None
+    condition = conditioner(pipe, setting)
     pictures = []
     for case in cases:
         original, mask = ev.render(case.extra["before"]), case.extra["mask"]
-        img = drawn(pipe, case.prompt, setting, quiet, case.seed, guidance, image=original, mask_image=mask)
+        img = drawn(pipe, condition, case.prompt, case.seed, guidance, image=original, mask_image=mask)
         pictures.append(ev.blend(img, original, mask))
     scores, _ = ev.right_in_mask(judge, cases, pictures)
     crowded = [len(c.scene.objects) > 1 for c in cases]
