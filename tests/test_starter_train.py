@@ -712,3 +712,33 @@ def test_layout_and_inpaint_runs_can_read_text2imgs_own_text_encoder(tmp_path, m
     assert read == [train.state_path("text2img")] * 2 and train.reads_own_text(task)
     assert "attention outside the boxes" in labels
     assert ("cell words' attention outside the boxes at high noise" in labels) == (task == "inpaint")
+
+
+def test_layout_decoy_captions_tell_each_look_of_another_object_in_the_same_places():
+    from playground.starter.captions import parse
+    from playground.starter.world import Obj, Scene
+    pair = Scene("white", [Obj("red", "circle", (0.05, 0.05, 0.3, 0.3)),
+                           Obj("yellow", "square", (0.65, 0.05, 0.95, 0.35))])
+    one = Scene("blue", [Obj("green", "triangle", (0.4, 0.4, 0.6, 0.6))])
+    scenes = [pair, pair, pair, one]
+    texts = ["a red circle in the top left and a yellow square in the top right", "", "x", "a green triangle"]
+    boxed = [True, True, False, True]
+    # share 0: nothing changes and nothing is drawn, so runs without the flag draw as before
+    rng = random.Random(5)
+    assert train.with_decoys(rng, scenes, texts, boxed, 0.0) == (texts, scenes)
+    assert rng.random() == random.Random(5).random()
+    for seed in range(20):
+        decoys, told = train.with_decoys(random.Random(seed), scenes, texts, boxed, 1.0)
+        # only a captioned scene of two or more objects with its boxes given gets a decoy
+        assert decoys[1:] == texts[1:] and told[1:] == scenes[1:]
+        said = told[0]
+        assert said.background == pair.background
+        assert [o.box for o in said.objects] == [o.box for o in pair.objects]
+        # every colour is told of the other object; the shapes of either
+        assert [o.colour for o in said.objects] == ["yellow", "red"]
+        assert sorted(o.shape for o in said.objects) == ["circle", "square"]
+        # the caption is one of the told scene, which the attention targets then follow
+        named = parse(decoys[0])["objects"]
+        assert len(named) == 2
+        assert all(n["colour"] in (o.colour, None) and n["shape"] == o.shape
+                   for n, o in zip(named, said.objects))

@@ -17,6 +17,7 @@ of runs/<task>/ without touching the main run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -497,6 +498,32 @@ def captioned_batch(rng, scenes, n: int, orange: list[int], article_share: float
     texts = [caption_where(scenes[i], rng, an_object_and_a_background) if p
              else captions_for([scenes[i]], rng, p_empty)[0] for i, p in zip(idx, picked)]
     return idx, texts
+
+
+def decoy_scene(scene: Scene, rng: random.Random) -> Scene:
+    """The scene with its objects' colours, and maybe shapes, passed round among them: the
+    same background, boxes, cells and sizes, each look told of another object."""
+    objs = scene.objects
+    n = len(objs)
+    by_colour, by_shape = rng.randrange(1, n), rng.randrange(n)
+    return Scene(scene.background, [dataclasses.replace(o, colour=objs[(j + by_colour) % n].colour,
+                                                        shape=objs[(j + by_shape) % n].shape)
+                                    for j, o in enumerate(objs)])
+
+
+def with_decoys(rng: random.Random, scenes: list[Scene], texts: list[str], boxed: list[bool],
+                share: float) -> tuple[list[str], list[Scene]]:
+    """--decoy-share (layout): captions, and the scenes they tell of, where a share of the
+    captioned samples of 2-3 objects whose boxes are given have a decoy caption, one of
+    decoy_scene's. The picture and the boxes' phrases stay true, so only the phrases can say
+    which look goes in which box: the stock model mixes the looks of the caption's objects
+    (MODEL_CARD.md, "Each box reading its own words"). At share 0 nothing is drawn."""
+    told, texts = list(scenes), list(texts)
+    for i, scene in enumerate(scenes):
+        if share > 0 and texts[i] and boxed[i] and len(scene.objects) > 1 and rng.random() < share:
+            told[i] = decoy_scene(scene, rng)
+            texts[i] = caption(told[i], rng)
+    return texts, told
 
 
 # ---------------------------------------------------------------- tasks
@@ -1063,9 +1090,10 @@ def train_layout(args, device):
     def make_batch(step):
         idx, texts = captioned_batch(rng, scenes, args.batch, orange, args.article_share, p_empty=0.3)
         batch_scenes = [scenes[i] for i in idx]
+        boxes = gligen_boxes(batch_scenes, rng, tok)
+        texts, told = with_decoys(rng, batch_scenes, texts, (boxes[1].sum(1) > 0).tolist(), args.decoy_share)
         ids = tokens(tok, texts, "cpu")
-        return (idx, ids, gligen_boxes(batch_scenes, rng, tok),
-                (attention.targets(texts, batch_scenes), own_words.targets(texts, batch_scenes, ids)))
+        return (idx, ids, boxes, (attention.targets(texts, told), own_words.targets(texts, told, ids)))
 
     batches = Prefetch(make_batch, loop.step, args.prefetch)
 
@@ -1519,6 +1547,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--own-words-strict", action="store_true",
                     help="layout, with --own-words-loss: count every token but the object's own "
                          "words (the start token and the caption's other words too)")
+    ap.add_argument("--decoy-share", type=float, default=0.0,
+                    help="layout: share of captioned samples of 2-3 objects with boxes whose caption "
+                         "tells the objects' colours and shapes of one another (the boxes' "
+                         "phrases stay true; see with_decoys)")
     ap.add_argument("--cross-attention-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the cross-attention queries and keys (where "
                          "each word's attention falls), as a multiple of --lr")
