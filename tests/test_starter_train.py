@@ -742,3 +742,9 @@ def test_layout_decoy_captions_tell_each_look_of_another_object_in_the_same_plac
         assert len(named) == 2
         assert all(n["colour"] in (o.colour, None) and n["shape"] == o.shape
                    for n, o in zip(named, said.objects))
+    # new looks: each object told a colour neither its own nor the background's
+    for seed in range(20):
+        decoys, told = train.with_decoys(random.Random(seed), scenes, texts, boxed, 1.0, new_looks=True)
+        assert decoys[1:] == texts[1:]
+        assert [o.box for o in told[0].objects] == [o.box for o in pair.objects]
+        assert all(d.colour not in (o.colour, "white") for d, o in zip(told[0].objects, pair.objects))

@@ -39,7 +39,7 @@ from . import attention_loss, models
 from .captions import caption, layout_phrase, parse
 from PIL import Image
 
-from .world import Scene, Obj, random_scene, render
+from .world import COLOURS, SHAPES, Scene, Obj, random_scene, render
 
 RUNS = os.environ.get("STARTER_RUNS", "runs")
 WEIGHTS = os.path.join(os.path.dirname(__file__), "weights")
@@ -500,10 +500,17 @@ def captioned_batch(rng, scenes, n: int, orange: list[int], article_share: float
     return idx, texts
 
 
-def decoy_scene(scene: Scene, rng: random.Random) -> Scene:
+def decoy_scene(scene: Scene, rng: random.Random, new_looks: bool = False) -> Scene:
     """The scene with its objects' colours, and maybe shapes, passed round among them: the
-    same background, boxes, cells and sizes, each look told of another object."""
+    same background, boxes, cells and sizes, each look told of another object. With
+    `new_looks` each object is told a colour that is neither its own nor the background's and
+    any shape instead, so the caption's words say nothing of the looks, not even which
+    colours the picture holds."""
     objs = scene.objects
+    if new_looks:
+        return Scene(scene.background, [
+            dataclasses.replace(o, colour=rng.choice([c for c in COLOURS if c not in (o.colour, scene.background)]),
+                                shape=rng.choice(SHAPES)) for o in objs])
     n = len(objs)
     by_colour, by_shape = rng.randrange(1, n), rng.randrange(n)
     return Scene(scene.background, [dataclasses.replace(o, colour=objs[(j + by_colour) % n].colour,
@@ -512,7 +519,7 @@ def decoy_scene(scene: Scene, rng: random.Random) -> Scene:
 
 
 def with_decoys(rng: random.Random, scenes: list[Scene], texts: list[str], boxed: list[bool],
-                share: float) -> tuple[list[str], list[Scene]]:
+                share: float, new_looks: bool = False) -> tuple[list[str], list[Scene]]:
     """--decoy-share (layout): captions, and the scenes they tell of, where a share of the
     captioned samples of 2-3 objects whose boxes are given have a decoy caption, one of
     decoy_scene's. The picture and the boxes' phrases stay true, so only the phrases can say
@@ -521,7 +528,7 @@ def with_decoys(rng: random.Random, scenes: list[Scene], texts: list[str], boxed
     told, texts = list(scenes), list(texts)
     for i, scene in enumerate(scenes):
         if share > 0 and texts[i] and boxed[i] and len(scene.objects) > 1 and rng.random() < share:
-            told[i] = decoy_scene(scene, rng)
+            told[i] = decoy_scene(scene, rng, new_looks)
             texts[i] = caption(told[i], rng)
     return texts, told
 
@@ -1091,7 +1098,8 @@ def train_layout(args, device):
         idx, texts = captioned_batch(rng, scenes, args.batch, orange, args.article_share, p_empty=0.3)
         batch_scenes = [scenes[i] for i in idx]
         boxes = gligen_boxes(batch_scenes, rng, tok)
-        texts, told = with_decoys(rng, batch_scenes, texts, (boxes[1].sum(1) > 0).tolist(), args.decoy_share)
+        texts, told = with_decoys(rng, batch_scenes, texts, (boxes[1].sum(1) > 0).tolist(),
+                                  args.decoy_share, args.decoy_new_looks)
         ids = tokens(tok, texts, "cpu")
         return (idx, ids, boxes, (attention.targets(texts, told), own_words.targets(texts, told, ids)))
 
@@ -1551,6 +1559,9 @@ def parser() -> argparse.ArgumentParser:
                     help="layout: share of captioned samples of 2-3 objects with boxes whose caption "
                          "tells the objects' colours and shapes of one another (the boxes' "
                          "phrases stay true; see with_decoys)")
+    ap.add_argument("--decoy-new-looks", action="store_true",
+                    help="layout, with --decoy-share: the decoy captions give each object a colour "
+                         "and shape drawn anew (never its own colour) instead of another object's")
     ap.add_argument("--cross-attention-lr-scale", type=float, default=1.0,
                     help="layout: learning rate of the cross-attention queries and keys (where "
                          "each word's attention falls), as a multiple of --lr")
