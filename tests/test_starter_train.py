@@ -748,3 +748,27 @@ def test_layout_decoy_captions_tell_each_look_of_another_object_in_the_same_plac
         assert decoys[1:] == texts[1:]
         assert [o.box for o in told[0].objects] == [o.box for o in pair.objects]
         assert all(d.colour not in (o.colour, "white") for d, o in zip(told[0].objects, pair.objects))
+
+
+def test_layout_phrase_gain_amplifies_what_sets_a_phrase_apart_and_keeps_the_mean_and_absent_objects():
+    torch.manual_seed(0)
+    unet = models.build_unet("layout")
+    weights = {k: v.detach().clone() for k, v in unet.state_dict().items() if k in train.PHRASE_LAYER}
+    n = weights["position_net.null_positive_feature"].numel()
+    mean = torch.randn(n) * 10
+    phrase, box = mean + torch.randn(n), torch.rand(weights["position_net.linears.0.weight"].shape[1] - n)
+
+    def first_layer(w, e):
+        return w["position_net.linears.0.weight"] @ torch.cat([e, box]) + w["position_net.linears.0.bias"]
+
+    new = train.amplified_phrases(weights, mean, 5.0)
+    before = first_layer(weights, phrase) - first_layer(weights, mean)
+    assert torch.allclose(first_layer(new, mean), first_layer(weights, mean), atol=1e-3)
+    assert torch.allclose(first_layer(new, phrase) - first_layer(new, mean), 5 * before, atol=1e-3)
+    null = weights["position_net.null_positive_feature"]
+    assert torch.allclose(first_layer(new, new["position_net.null_positive_feature"]),
+                          first_layer(weights, null), atol=1e-3)
+    # gain 1 changes nothing
+    same = train.amplified_phrases(weights, mean, 1.0)
+    assert all(torch.allclose(same[k], weights[k]) for k in weights)
+    assert len(set(train.every_layout_phrase())) == len(train.every_layout_phrase()) > 100

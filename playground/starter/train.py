@@ -1004,6 +1004,54 @@ def open_gates(loop, value: float) -> None:
     log("layout", f"gates opened to {value} at step {loop.step}")
 
 
+def every_layout_phrase() -> list[str]:
+    """Every phrase layout_phrase can write: [size] colour shape, each word any synonym."""
+    from .captions import SHAPE_WORDS, SIZE_WORDS
+    sizes = [""] + [f"{w} " for words in SIZE_WORDS.values() for w in words]
+    shapes = [w for words in SHAPE_WORDS.values() for w in words]
+    return [f"{size}{colour} {shape}" for size in sizes for colour in COLOURS for shape in shapes]
+
+
+@torch.no_grad()
+def amplified_phrases(weights: dict, mean: torch.Tensor, gain: float) -> dict:
+    """The position net's tensors with what sets one phrase apart from the mean phrase
+    multiplied by `gain` at its first layer: the mean phrase, and an absent object (the
+    null feature), give that layer the same output as before."""
+    w, b = weights["position_net.linears.0.weight"], weights["position_net.linears.0.bias"]
+    null = weights["position_net.null_positive_feature"]
+    n = mean.numel()
+    mean = mean.to(w.dtype)
+    phrase = w[:, :n]
+    return {"position_net.linears.0.weight": torch.cat([phrase * gain, w[:, n:]], dim=1),
+            "position_net.linears.0.bias": b + (1 - gain) * phrase @ mean,
+            "position_net.null_positive_feature": mean + (null - mean) / gain}
+
+
+def amplify_phrases(loop, te, tok, device, gain: float) -> None:
+    """--phrase-gain K, once: the text encoder's pooled outputs, the phrases the grounding
+    tokens start from, are within cosine 0.995 of one another, so at the position net's
+    first layer what one phrase says beyond the mean phrase was about a tenth of its output
+    (MODEL_CARD.md, "Decoy captions"). This multiplies that part by K in the model and its
+    EMA, with fresh optimiser moments for the three tensors."""
+    ids = tok(every_layout_phrase(), padding=True, return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        mean = te(ids).pooler_output.float().mean(0)
+    unet, ema = loop.modules["unet"], loop.emas["unet"]
+    params = dict(unet.named_parameters())
+    for source, target in ((dict(params), params), (ema.shadow, ema.shadow)):
+        new = amplified_phrases({k: source[k].detach() for k in PHRASE_LAYER}, mean, gain)
+        with torch.no_grad():
+            for k, v in new.items():
+                target[k].copy_(v.to(target[k].dtype))
+    for k in PHRASE_LAYER:
+        loop.opt.state.pop(params[k], None)
+    log("layout", f"phrases amplified {gain}x at the position net's first layer at step {loop.step}")
+
+
+PHRASE_LAYER = ("position_net.linears.0.weight", "position_net.linears.0.bias",
+                "position_net.null_positive_feature")
+
+
 def hold_gates(loop, value: float) -> None:
     """--hold-gates V: open every gate to tanh(alpha) = V and keep it there for this run.
     Opened gates that are free to move shut again within a few hundred steps
@@ -1084,6 +1132,8 @@ def train_layout(args, device):
         base_from_text2img(loop, gated)
     if args.open_gates:
         open_gates(loop, args.open_gates)
+    if args.phrase_gain != 1:
+        amplify_phrases(loop, te, tok, device, args.phrase_gain)
     if args.hold_gates:
         hold_gates(loop, args.hold_gates)
     rng = random.Random(3000 + loop.step)
@@ -1538,6 +1588,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--text-of-text2img", action="store_true",
                     help="layout, inpaint: read text2img's own text encoder (which tells the cell words "
                          "apart) instead of the shared one, from this run on (kept in the state)")
+    ap.add_argument("--phrase-gain", type=float, default=1.0,
+                    help="layout: once, at the start of this run, multiply what sets each GLIGEN "
+                         "phrase apart from the mean phrase by this at the position net's first "
+                         "layer (the mean phrase and absent objects unchanged; see amplify_phrases)")
     ap.add_argument("--open-gates", type=float, default=0.0,
                     help="layout: once, at the start of this run, set every gate tanh(alpha) "
                          "of the gated layers to this value (0: leave them)")
