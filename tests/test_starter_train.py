@@ -772,3 +772,31 @@ def test_layout_phrase_gain_amplifies_what_sets_a_phrase_apart_and_keeps_the_mea
     same = train.amplified_phrases(weights, mean, 1.0)
     assert all(torch.allclose(same[k], weights[k]) for k in weights)
     assert len(set(train.every_layout_phrase())) == len(train.every_layout_phrase()) > 100
+
+
+def test_layout_phrase_gain_changes_the_model_and_its_ema_alike_and_forgets_their_moments(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    monkeypatch.setattr(train, "RUNS", str(tmp_path))
+    (tmp_path / "layout").mkdir()
+
+    from transformers import AutoTokenizer, CLIPTextModel
+    shipped = "playground/starter/weights/text2img"
+    tok = AutoTokenizer.from_pretrained(f"{shipped}/tokenizer")
+    te = CLIPTextModel.from_pretrained(f"{shipped}/text_encoder").float()
+    torch.manual_seed(0)
+    unet = models.build_unet("layout")
+    ema = train.Ema(unet, 0.999)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    params = dict(unet.named_parameters())
+    for k in train.PHRASE_LAYER:
+        opt.state[params[k]] = {"exp_avg": torch.ones(1)}
+    before = {k: params[k].detach().clone() for k in train.PHRASE_LAYER}
+    loop = SimpleNamespace(modules={"unet": unet}, emas={"unet": ema}, opt=opt, step=7)
+    train.amplify_phrases(loop, te, tok, "cpu", 4.0)
+    ids = tok(train.every_layout_phrase(), padding=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = train.amplified_phrases(before, te(ids).pooler_output.mean(0), 4.0)
+    for k in train.PHRASE_LAYER:
+        assert torch.allclose(params[k], want[k], atol=1e-4)
+        assert torch.allclose(ema.shadow[k].float(), want[k], atol=1e-4)
+        assert params[k] not in opt.state

@@ -1012,6 +1012,10 @@ def every_layout_phrase() -> list[str]:
     return [f"{size}{colour} {shape}" for size in sizes for colour in COLOURS for shape in shapes]
 
 
+PHRASE_LAYER = ("position_net.linears.0.weight", "position_net.linears.0.bias",
+                "position_net.null_positive_feature")
+
+
 @torch.no_grad()
 def amplified_phrases(weights: dict, mean: torch.Tensor, gain: float) -> dict:
     """The position net's tensors with what sets one phrase apart from the mean phrase
@@ -1031,25 +1035,21 @@ def amplify_phrases(loop, te, tok, device, gain: float) -> None:
     """--phrase-gain K, once: the text encoder's pooled outputs, the phrases the grounding
     tokens start from, are within cosine 0.995 of one another, so at the position net's
     first layer what one phrase says beyond the mean phrase was about a tenth of its output
-    (MODEL_CARD.md, "Decoy captions"). This multiplies that part by K in the model and its
+    (MODEL_CARD.md, "Decoy captions and louder phrases"). This multiplies that part by K in the model and its
     EMA, with fresh optimiser moments for the three tensors."""
     ids = tok(every_layout_phrase(), padding=True, return_tensors="pt").input_ids.to(device)
     with torch.no_grad():
         mean = te(ids).pooler_output.float().mean(0)
     unet, ema = loop.modules["unet"], loop.emas["unet"]
     params = dict(unet.named_parameters())
-    for source, target in ((dict(params), params), (ema.shadow, ema.shadow)):
-        new = amplified_phrases({k: source[k].detach() for k in PHRASE_LAYER}, mean, gain)
+    for tensors in (params, ema.shadow):
+        new = amplified_phrases({k: tensors[k].detach() for k in PHRASE_LAYER}, mean, gain)
         with torch.no_grad():
             for k, v in new.items():
-                target[k].copy_(v.to(target[k].dtype))
+                tensors[k].copy_(v.to(tensors[k].dtype))
     for k in PHRASE_LAYER:
         loop.opt.state.pop(params[k], None)
     log("layout", f"phrases amplified {gain}x at the position net's first layer at step {loop.step}")
-
-
-PHRASE_LAYER = ("position_net.linears.0.weight", "position_net.linears.0.bias",
-                "position_net.null_positive_feature")
 
 
 def hold_gates(loop, value: float) -> None:
