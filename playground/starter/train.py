@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import attention_loss, models
-from .captions import caption, layout_phrase, parse
+from .captions import SHAPE_WORDS, SIZE_WORDS, caption, layout_phrase, parse
 from PIL import Image
 
 from .world import COLOURS, SHAPES, Scene, Obj, random_scene, render
@@ -1006,7 +1006,6 @@ def open_gates(loop, value: float) -> None:
 
 def every_layout_phrase() -> list[str]:
     """Every phrase layout_phrase can write: [size] colour shape, each word any synonym."""
-    from .captions import SHAPE_WORDS, SIZE_WORDS
     sizes = [""] + [f"{w} " for words in SIZE_WORDS.values() for w in words]
     shapes = [w for words in SHAPE_WORDS.values() for w in words]
     return [f"{size}{colour} {shape}" for size in sizes for colour in COLOURS for shape in shapes]
