@@ -23,7 +23,8 @@ Settings keys (all tasks): task, model, revision, source, prompt, negative_promp
 scheduler, steps, guidance, seed, width, height, seconds, device, dtype, versions,
 warnings (list of sentences: what was changed or ignored, e.g. words the model does not
 know, a cut prompt, a rounded size). Per task: layout_to_image adds phrases and boxes;
-inpaint adds strength; upscale adds noise_level and input_size; text_to_image adds
+inpaint adds strength, focus_on_mask and, when the focus changed the prompt,
+focused_prompt (what the model read); upscale adds noise_level and input_size; text_to_image adds
 index and num_images; layout_to_image adds grounding (the share of the steps its boxes
 steered); text_to_image and layout_to_image add place_objects and placed,
 and colour_hints, when the option was on; layout_to_image adds regional_prompts likewise.
@@ -175,15 +176,21 @@ class Playground:
     def inpaint(self, image, mask, prompt: str, negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,
                 guidance: float | None = None, strength: float = 1.0, seed: int = -1,
-                control: RunControl | None = None):
+                control: RunControl | None = None, focus_on_mask: bool = True):
         """Repaint the masked part of a picture.
 
         Args:
             image: PIL image, numpy array (H, W, 3) uint8, or a path to an image file.
             mask: same size as `image`; white (or opaque, for an RGBA/LA mask with
                 varying alpha) = repaint, black = keep. Grey values blend.
-            prompt: what the picture should show after repainting.
+            prompt: what to paint in the mask ("a green triangle"), or the whole picture
+                wanted after repainting.
             strength: 0 < strength <= 1; 1 repaints the masked area from pure noise.
+            focus_on_mask: when the prompt places two or more objects ("a red circle in
+                the top left and a blue square in the bottom right", or "... above ..."),
+                the model reads only the one placed where the mask is, with the
+                background the prompt names; the settings' focused_prompt says what it
+                read. A prompt that places fewer than two objects is read as written.
             others: as in `text_to_image`.
 
         Returns: a PIL RGB image of the input's size. Pixels where the mask is 0 are
@@ -193,7 +200,8 @@ class Playground:
         return inpaint.run(
             self.registry, image=image, mask=mask, prompt=prompt,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler, steps=steps,
-            guidance=guidance, strength=strength, seed=seed, control=control)
+            guidance=guidance, strength=strength, seed=seed, control=control,
+            focus_on_mask=focus_on_mask)
 
     def upscale(self, image, prompt: str = "", negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,

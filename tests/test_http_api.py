@@ -150,6 +150,20 @@ def test_colour_hints_and_regional_prompts_for_text_to_image_over_http(client):
     assert settings["warnings"] == []
 
 
+def test_focus_on_the_mask_over_http(client, pictures):
+    """The mask is the bottom right quarter: of a prompt placing two objects, the model
+    reads only the one placed there; with the focus off, the prompt as written."""
+    prompt = "a red circle in the top left and a green triangle in the bottom right"
+    request = dict(request_for("inpaint", pictures), prompt=prompt, steps=2)
+    _, settings = call(client, "inpaint", **request)
+    assert settings["focus_on_mask"] is True
+    assert settings["focused_prompt"] == "a green triangle in the bottom right"
+    assert any("placed where the mask is" in w for w in settings["warnings"])
+    _, settings = call(client, "inpaint", **request, focus_on_mask=False)
+    assert settings["focus_on_mask"] is False and "focused_prompt" not in settings
+    assert settings["prompt"] == prompt
+
+
 def test_random_seed_is_reported(client):
     _, settings = call(client, "text_to_image", prompt="a blue square", steps=1, seed=-1)
     assert 0 <= settings["seed"] < 2**32

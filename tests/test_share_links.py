@@ -33,7 +33,7 @@ LINKED = {
                         "grounding": 0.65, "place_objects": True, "regional_prompts": True, "colour_hints": True},
     "inpaint": {"prompt": "a green triangle", "negative_prompt": "", "model": "starter",
                 "scheduler": "DPM++ 2M", "steps": 30, "guidance": 1.0, "seed": 5,
-                "strength": 0.35},
+                "strength": 0.35, "focus_on_mask": True},
     "upscale": {"prompt": "", "negative_prompt": "noise", "model": "starter",
                 "scheduler": "DDIM", "steps": 8, "guidance": 0.0, "seed": 9,
                 "noise_level": 120},
@@ -73,6 +73,17 @@ def test_a_layout_record_from_before_grounding_restores_the_share_it_was_made_wi
     assert "grounding" not in by_hand.settings and by_hand.notes == []
     bad = restorable(read_query("?tab=layout&grounding=2&torch=2"), pg=starter)
     assert "grounding" not in bad.settings and "0 to 1" in " ".join(bad.ignored)
+
+
+def test_an_inpainting_record_from_before_the_focus_restores_it_off(starter):
+    """Inpainting read every prompt as written until focus_on_mask existed: its record or
+    link gets the focus off, and says so; a link written by hand takes the default."""
+    old = {k: v for k, v in LINKED["inpaint"].items() if k != "focus_on_mask"}
+    recipe = restorable(read_query(link_query("inpaint", old, versions=versions())), pg=starter)
+    assert recipe.settings == dict(old, focus_on_mask=False)
+    assert any("before inpainting could focus" in note for note in recipe.notes)
+    by_hand = restorable(read_query("?tab=inpaint&prompt=a+red+circle&seed=3"), pg=starter)
+    assert "focus_on_mask" not in by_hand.settings and by_hand.notes == []
 
 
 def test_links_that_cannot_be_used_say_why(starter):

@@ -25,11 +25,12 @@ TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects",
                                "regional_prompts"),
              "layout_to_image": ("phrases", "boxes", "grounding", "place_objects",
                                  "regional_prompts", "colour_hints"),
-             "inpaint": ("strength",),
+             "inpaint": ("strength", "focus_on_mask"),
              "upscale": ("noise_level",)}
 # What a run records about itself; never set back, never reported as ignored.
 RECORD_KEYS = ("task", "revision", "source", "seconds", "device", "dtype", "versions",
-               "warnings", "index", "num_images", "input_size", "width", "height", "placed")
+               "warnings", "index", "num_images", "input_size", "width", "height", "placed",
+               "focused_prompt")
 
 
 def _text(value) -> str:
@@ -89,7 +90,7 @@ READERS = {"model": _text, "prompt": _text, "negative_prompt": _text, "scheduler
            "steps": _whole, "guidance": float, "seed": _seed, "width": _whole, "height": _whole,
            "num_images": _whole, "phrases": _phrases, "boxes": _boxes, "strength": float,
            "noise_level": _whole, "grounding": _grounding, "place_objects": _flag,
-           "regional_prompts": _flag, "colour_hints": _flag}
+           "regional_prompts": _flag, "colour_hints": _flag, "focus_on_mask": _flag}
 
 
 @dataclass
@@ -146,15 +147,20 @@ def restorable(raw: dict, task: str | None = None, *, pg=None,
         recipe.settings["grounding"] = EARLIER_GROUNDING
         recipe.notes.append(f"Made before layout recorded grounding: set to {EARLIER_GROUNDING}, "
                             "the share of the steps every layout picture's boxes steered then.")
+    if task == "inpaint" and "focus_on_mask" not in raw and made_before_grounding(raw):
+        recipe.settings["focus_on_mask"] = False
+        recipe.notes.append("Made before inpainting could focus a prompt on the mask: "
+                            "focus_on_mask set off, as every inpainting picture was made then.")
     if pg is not None:
         _check_against(pg, raw, recipe)
     return recipe
 
 
 def made_before_grounding(raw: dict) -> bool:
-    """A layout record of ours (it says which versions made it) without grounding: made
-    before the setting existed, when every layout picture was sampled with 0.3. A link
-    written by hand, without versions, takes the model's default instead."""
+    """A record of ours (it says which versions made it) without a setting added later
+    (layout's grounding, inpainting's focus_on_mask): made before the setting existed,
+    so it gets the value every picture was made with then (grounding 0.3, no focus). A
+    link written by hand, without versions, takes the default instead."""
     return isinstance(raw.get("versions"), dict)
 
 

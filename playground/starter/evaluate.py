@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..registry import STARTER_OPTIONS
+from ..tasks.mask_focus import focus_on_mask
 from . import judge as judge_mod
 from .captions import caption, layout_phrase, parse
 from .judge import Judge, iou
@@ -442,6 +443,12 @@ def inpainted(pipe, case: Case, prompt: str, guidance: float) -> tuple[Image.Ima
     return img, blend(img, original, mask), s
 
 
+def focused_caption(case: Case) -> str:
+    """The case's caption as the Inpainting tab reads it by default (focus_on_mask)."""
+    mask = np.asarray(case.extra["mask"].convert("L"), dtype=np.float32) / 255.0
+    return focus_on_mask(case.prompt, render(case.extra["before"]), mask).prompt
+
+
 def right_in_mask(judge: Judge, cases: list[Case], pictures: list[Image.Image]) -> tuple[list[dict], list]:
     readings = judge.read_many(pictures)
     return [score_object_in_box(c.extra["target"], {"colour": 1, "shape": 1, "size": 1}, r)
@@ -459,6 +466,10 @@ def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, lis
         seconds.append(s)
     scores, readings = right_in_mask(judge, cases, results)
     alone_scores, _ = right_in_mask(judge, cases, [inpainted(pipe, c, c.extra["alone"], guidance)[1] for c in cases])
+    focused = [focused_caption(c) for c in cases]  # where the focus keeps the caption, so is the picture
+    focused_scores, _ = right_in_mask(judge, cases, [
+        picture if prompt == c.prompt else inpainted(pipe, c, prompt, guidance)[1]
+        for c, prompt, picture in zip(cases, focused, results)])
     crowded = [len(c.scene.objects) > 1 for c in cases]
 
     def share(scored, among=None):
@@ -469,6 +480,8 @@ def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, lis
                "right inside mask, captions of 2-3 objects": share(scores, among=True),
                "colour inside mask": mean(s["colour"] for s in scores),
                "shape inside mask": mean(s["shape"] for s in scores),
+               "right inside mask, caption focused on the mask": share(focused_scores),
+               "right inside mask, caption focused on the mask, 2-3 objects": share(focused_scores, among=True),
                "right inside mask, prompt of the new object alone": share(alone_scores),
                "right inside mask, prompt of the new object alone, 2-3 objects": share(alone_scores, among=True),
                "largest change outside mask, raw (/255)": max(raw_change),

@@ -1,16 +1,19 @@
-"""Inpainting: repaint the masked part of a picture; the rest comes back unchanged."""
+"""Inpainting: repaint the masked part of a picture; the rest comes back unchanged.
+
+With `focus_on_mask` (on by default), a prompt that places several objects is read down
+to the one placed where the mask is (`mask_focus`)."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from . import checks, common
+from . import checks, common, mask_focus
 
 TASK = "inpaint"
 
 
 def run(registry, *, image, mask, prompt, negative_prompt, model, scheduler, steps, guidance,
-        strength, seed, control):
+        strength, seed, control, focus_on_mask=True):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -22,15 +25,18 @@ def run(registry, *, image, mask, prompt, negative_prompt, model, scheduler, ste
                               "below 1: no denoising step would run; raise steps or strength")
     original = checks.rgb(checks.image("image", image))
     m = checks.mask(mask, original.size)
+    focus_on_mask = checks.flag("focus_on_mask", focus_on_mask)
     limits = registry.defaults(model, TASK)
     warnings: list[str] = []
     width, height = model_size(original.size, limits, warnings)
+    focus = mask_focus.focus_on_mask(prompt, original, m) if focus_on_mask else None
+    model_prompt = focus.prompt if focus else prompt
 
     def call(pipe, generators, callbacks):
         work_image = original.resize((width, height), Image.BICUBIC)
         work_mask = Image.fromarray((m * 255).round().astype(np.uint8)).resize(
             (width, height), Image.BILINEAR)
-        pictures = pipe(prompt=prompt, negative_prompt=negative_prompt or None,
+        pictures = pipe(prompt=model_prompt, negative_prompt=negative_prompt or None,
                         image=work_image, mask_image=work_mask, strength=strength,
                         num_inference_steps=settings_common["steps"],
                         guidance_scale=settings_common["guidance"], width=width, height=height,
@@ -38,7 +44,11 @@ def run(registry, *, image, mask, prompt, negative_prompt, model, scheduler, ste
         return [blend(original, picture, m) for picture in pictures]
 
     settings = {"prompt": prompt, "negative_prompt": negative_prompt, "strength": strength,
-                "width": original.width, "height": original.height, "warnings": warnings}
+                "focus_on_mask": focus_on_mask, "width": original.width,
+                "height": original.height, "warnings": warnings}
+    if focus is not None and focus.note:
+        settings["focused_prompt"] = focus.prompt
+        warnings.append(focus.note)
     return common.execute(registry, TASK, settings_common, settings, call, control,
                           prompts={"prompt": prompt, "negative prompt": negative_prompt})[0]
 

@@ -160,13 +160,17 @@ def _task_lines(task: str, s: dict) -> list[str]:
         return [f"small = Image.open('input.png').convert('RGB')  # the {w}x{h} input",
                 _call(args)]
     # inpaint: the model runs at a multiple of 8; unmasked pixels are copied back exactly
+    if s.get("focused_prompt"):
+        args.update(prompt=repr(s["focused_prompt"]))
     w, h = s["width"], s["height"]
     run_w, run_h = w - w % 8, h - h % 8
     args.update(image="original.resize(run_size, Image.BICUBIC)",
                 mask_image="Image.fromarray((m * 255).round().astype(np.uint8))"
                            ".resize(run_size, Image.BILINEAR)",
                 strength=s["strength"], width=run_w, height=run_h, generator="generator")
-    return [
+    focus = ([f"# focus_on_mask: the model read {s['focused_prompt']!r}, the object of "
+              f"{s['prompt']!r} placed where the mask is"] if s.get("focused_prompt") else [])
+    return focus + [
         "original = Image.open('input.png').convert('RGB')",
         "m = np.asarray(Image.open('mask.png').convert('L'), np.float32) / 255  # white = repaint",
         f"run_size = ({run_w}, {run_h})",

@@ -42,7 +42,7 @@ CALL_ARGS = {  # keyword arguments that make a run again, per task, in signature
     "layout_to_image": ("prompt", "phrases", "boxes", "negative_prompt", "model", "scheduler",
                         "steps", "guidance", "seed"),
     "inpaint": ("prompt", "negative_prompt", "model", "scheduler", "steps", "guidance",
-                "strength", "seed"),
+                "strength", "seed", "focus_on_mask"),
     "upscale": ("prompt", "negative_prompt", "model", "scheduler", "steps", "guidance",
                 "noise_level", "seed"),
     "compare_grid": ("prompt", "x_axis", "x_values", "y_axis", "y_values", "negative_prompt",

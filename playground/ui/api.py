@@ -111,14 +111,16 @@ class ApiEndpoints:
     def inpaint(self, image: FileData, mask: FileData, prompt: str,
                 negative_prompt: str = "", model: str = "starter",
                 scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                strength: float = 1.0, seed: int = -1) -> tuple[FileData, dict]:
+                strength: float = 1.0, seed: int = -1,
+                focus_on_mask: bool = True) -> tuple[FileData, dict]:
         """Repaint where the mask is white (same size as the image; black = keep).
-        Returns (PNG, settings used)."""
+        focus_on_mask: a prompt that places several objects is read down to the one placed
+        where the mask is. Returns (PNG, settings used)."""
         picture, mask_picture = uploaded_picture(image, "image"), uploaded_picture(mask, "mask")
         yield from self._stream("inpaint", steps, lambda control: self.pg.inpaint(
             picture, mask_picture, prompt, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, strength=strength, seed=seed,
-            control=control))
+            control=control, focus_on_mask=focus_on_mask))
 
     def upscale(self, image: FileData, prompt: str = "", negative_prompt: str = "",
                 model: str = "starter", scheduler: str | None = None, steps: int | None = None,
