@@ -256,6 +256,7 @@ def test_layout_tab_draws_a_box_with_a_phrase(page):
 
 def test_inpaint_tab_paints_a_mask(page):
     open_tab(page, "inpaint")
+    assert page.locator("#inpaint-focus input[type=checkbox]").is_checked()  # on from the start
     page.get_by_role("button", name="Use an example picture").first.click()
     editor = page.locator("#inpaint-editor")
     editor.locator("button[aria-label='Brush']").click()
