@@ -27,7 +27,8 @@ inpaint adds strength, focus_on_mask and, when the focus changed the prompt,
 focused_prompt (what the model read); upscale adds noise_level and input_size; text_to_image adds
 index and num_images; layout_to_image adds grounding (the share of the steps its boxes
 steered); text_to_image and layout_to_image add place_objects and placed,
-and colour_hints, when the option was on; layout_to_image adds regional_prompts likewise.
+and colour_hints, when the option was on; layout_to_image adds regional_prompts likewise;
+text_to_image adds compose_objects and composed when it composed the picture.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class Playground:
                       seed: int = -1, width: int | None = None, height: int | None = None,
                       num_images: int = 1, control: RunControl | None = None,
                       place_objects: bool = False, colour_hints: bool = False,
-                      regional_prompts: bool = False):
+                      regional_prompts: bool = False, compose_objects: bool = False):
         """Make a picture from a caption.
 
         Args:
@@ -122,6 +123,13 @@ class Playground:
             regional_prompts: in every cross-attention layer, each placed object's cell
                 reads only that object's words (`tasks/regions.py`), so two objects keep
                 their own colours and shapes; best with place_objects and colour_hints.
+            compose_objects: draw object by object (`tasks/compose.py`): a flat canvas
+                of the background the prompt names, then the model's inpainting
+                pipeline paints each placed object into a square of its size at its
+                place, reading only its words. Needs an inpainting model of the same
+                name; replaces the three options above. settings["composed"] lists
+                the objects; a prompt without positions is drawn as usual, with a
+                warning.
 
         Returns: a PIL RGB image (or a list of them) with info["settings"].
         """
@@ -130,7 +138,8 @@ class Playground:
             self.registry, prompt=prompt, negative_prompt=negative_prompt, model=model,
             scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, width=width,
             height=height, num_images=num_images, control=control, place_objects=place_objects,
-            colour_hints=colour_hints, regional_prompts=regional_prompts)
+            colour_hints=colour_hints, regional_prompts=regional_prompts,
+            compose_objects=compose_objects)
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",

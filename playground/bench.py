@@ -1,8 +1,9 @@
 """Seconds per image at 20 steps, per task, on this machine: the playground beside the
 plain diffusers pipeline called directly with the same settings (ratio ~1.0 means the
 playground adds nothing), text-to-image and layout-to-image with place_objects beside
-without, layout-to-image with regional_prompts and with colour_hints beside without, and
-a gradio_client call beside a direct Python call.
+without, layout-to-image with regional_prompts and with colour_hints beside without,
+text-to-image of two placed objects with compose_objects beside without, and a
+gradio_client call beside a direct Python call.
 
     python -m playground.bench                 # starter models, all tasks, HTTP too
     python -m playground.bench --repeats 5 --no-http --tasks text_to_image inpaint
@@ -26,6 +27,7 @@ from . import Playground
 from .registry import STARTER_DIR, STARTER_FOLDERS, STARTER_OPTIONS, TASKS
 
 PROMPT = "a red circle in the top left"
+TWO_OBJECTS = "a red circle in the top left and a blue square in the bottom right"
 PHRASES, BOXES = ["a red circle", "a blue square"], [[0.05, 0.05, 0.45, 0.45], [0.5, 0.5, 0.95, 0.95]]
 
 
@@ -142,6 +144,19 @@ def bench_regional(pg: Playground, steps: int, repeats: int) -> list[str]:
     return rows
 
 
+def bench_compose(pg: Playground, steps: int, repeats: int) -> list[str]:
+    """What compose_objects (one inpainting pass per placed object) costs on a prompt of
+    two placed objects, beside the same run without."""
+    def two_objects(**extra):
+        return pg.text_to_image(TWO_OBJECTS, steps=steps, seed=1, scheduler="DPM++ 2M", **extra)
+
+    plain, composed = interleaved(two_objects, functools.partial(two_objects, compose_objects=True),
+                                  repeats)
+    return ["| task | option | plain s/image | with it s/image | ratio |", "|---|---|---|---|---|",
+            f"| text_to_image, two objects | compose_objects=True | {plain:.3f} | {composed:.3f} | "
+            f"{composed / plain:.2f} |"]
+
+
 def bench_http(pg: Playground, steps: int, repeats: int) -> list[str]:
     """A gradio_client call to /text_to_image beside the same direct Python call."""
     from gradio_client import Client
@@ -193,6 +208,8 @@ def main(argv=None) -> None:
         print("\n" + "\n".join(bench_placement(pg, args.tasks, args.steps, args.repeats)))
     if "layout_to_image" in args.tasks:
         print("\n" + "\n".join(bench_regional(pg, args.steps, args.repeats)))
+    if "text_to_image" in args.tasks:
+        print("\n" + "\n".join(bench_compose(pg, args.steps, args.repeats)))
     if not args.no_http:
         print("\n" + "\n".join(bench_http(pg, args.steps, args.repeats)))
 

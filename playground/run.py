@@ -57,6 +57,21 @@ class RunControl:
         if self._stop.is_set():
             raise Cancelled("the run was stopped")
 
+    def part(self, index: int, parts: int) -> "RunControl":
+        """The control for pass `index` of `parts` equal sampling passes of one run (as
+        compose_objects makes, one per object): its progress counts across all passes,
+        and cancelling either control stops both."""
+        def on_progress(step, total):
+            if self.on_progress is not None:
+                self.on_progress(index * total + step, parts * total)
+
+        def on_preview(image, step, total):
+            if self.on_preview is not None:
+                self.on_preview(image, index * total + step, parts * total)
+        return RunControl(on_progress=on_progress, on_preview=on_preview,
+                          preview_every=self.preview_every, on_stage=self.on_stage,
+                          _stop=self._stop)
+
 
 # ---------------------------------------------------------------- seeds
 

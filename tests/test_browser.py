@@ -203,6 +203,12 @@ def test_place_objects_checkbox_reaches_the_run(page):
                                 regional_prompts=True)
     assert np.array_equal(shown, np.asarray(regional, dtype=np.int16)), "regional prompts did not reach the run"
 
+    page.locator("#t2i-compose input[type=checkbox]").check()
+    generate(page, "t2i")
+    shown = assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+    composed = pg.text_to_image(prompt, seed=1, steps=STEPS, compose_objects=True)
+    assert np.array_equal(shown, np.asarray(composed, dtype=np.int16)), "compose objects did not reach the run"
+
 
 def test_layout_tab_draws_a_box_with_a_phrase(page):
     open_tab(page, "layout")

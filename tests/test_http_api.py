@@ -150,6 +150,15 @@ def test_colour_hints_and_regional_prompts_for_text_to_image_over_http(client):
     assert settings["warnings"] == []
 
 
+def test_compose_objects_over_http(client):
+    prompt = "a red circle in the top left and a blue square in the bottom right"
+    image, settings = call(client, "text_to_image", prompt=prompt, steps=2, seed=3,
+                           compose_objects=True)
+    assert settings["compose_objects"] is True
+    assert [p["cell"] for p in settings["composed"]] == ["top left", "bottom right"]
+    assert image.size == (64, 64)
+
+
 def test_focus_on_the_mask_over_http(client, pictures):
     """The mask is the bottom right quarter: of a prompt placing two objects, the model
     reads only the one placed there; with the focus off, the prompt as written."""

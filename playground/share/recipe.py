@@ -22,7 +22,7 @@ METHODS = {"text_to_image": "text_to_image", "layout_to_image": "layout_to_image
 
 COMMON_KEYS = ("model", "prompt", "negative_prompt", "scheduler", "steps", "guidance", "seed")
 TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects", "colour_hints",
-                               "regional_prompts"),
+                               "regional_prompts", "compose_objects"),
              "layout_to_image": ("phrases", "boxes", "grounding", "place_objects",
                                  "regional_prompts", "colour_hints"),
              "inpaint": ("strength", "focus_on_mask"),
@@ -30,7 +30,7 @@ TASK_KEYS = {"text_to_image": ("width", "height", "num_images", "place_objects",
 # What a run records about itself; never set back, never reported as ignored.
 RECORD_KEYS = ("task", "revision", "source", "seconds", "device", "dtype", "versions",
                "warnings", "index", "num_images", "input_size", "width", "height", "placed",
-               "focused_prompt")
+               "focused_prompt", "composed")
 
 
 def _text(value) -> str:
@@ -90,7 +90,8 @@ READERS = {"model": _text, "prompt": _text, "negative_prompt": _text, "scheduler
            "steps": _whole, "guidance": float, "seed": _seed, "width": _whole, "height": _whole,
            "num_images": _whole, "phrases": _phrases, "boxes": _boxes, "strength": float,
            "noise_level": _whole, "grounding": _grounding, "place_objects": _flag,
-           "regional_prompts": _flag, "colour_hints": _flag, "focus_on_mask": _flag}
+           "regional_prompts": _flag, "colour_hints": _flag, "focus_on_mask": _flag,
+           "compose_objects": _flag}
 
 
 @dataclass

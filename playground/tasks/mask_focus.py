@@ -39,7 +39,7 @@ def focus_on_mask(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
     if len(found) < 2:
         return Focus(prompt, None)
     chosen = _placed_at_mask(found, picture, m)
-    focused = _object_prompt(chosen, prompt)
+    focused = object_prompt(chosen, prompt)
     note = (f"the prompt places {len(found)} objects; the model was asked only for the one "
             f"placed where the mask is: \"{focused}\" (turn off 'focus on the mask' to paint "
             "from the prompt as written)")
@@ -56,19 +56,19 @@ def _placed_at_mask(found: list[Placement], picture: Image.Image, m: np.ndarray)
         if visible is not None:
             axis = RELATION_AXIS[related[0].relation]
             side = centre[axis] - visible[axis]
-            return max(related, key=lambda p: (_box_centre(p.box)[axis] - 0.5) * side)
+            return max(related, key=lambda p: (box_centre(p.box)[axis] - 0.5) * side)
     return min(found, key=lambda p: _distance(centre, p))
 
 
 def _distance(centre, p: Placement) -> float:
-    box_centre = _box_centre(p.box)
+    placed = box_centre(p.box)
     if p.relation is not None:  # only the relation's axis says where it is
         axis = RELATION_AXIS[p.relation]
-        return abs(centre[axis] - box_centre[axis])
-    return float(np.hypot(centre[0] - box_centre[0], centre[1] - box_centre[1]))
+        return abs(centre[axis] - placed[axis])
+    return float(np.hypot(centre[0] - placed[0], centre[1] - placed[1]))
 
 
-def _box_centre(box) -> tuple[float, float]:
+def box_centre(box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
@@ -93,7 +93,9 @@ def _visible_centre(picture: Image.Image, m: np.ndarray) -> tuple[float, float] 
     return _centre(stands_out.astype(np.float32))
 
 
-def _object_prompt(p: Placement, prompt: str) -> str:
+def object_prompt(p: Placement, prompt: str) -> str:
+    """The placed object alone: its words, its cell (unless a relation chose it) and the
+    background the prompt names."""
     text = with_article(" ".join(w for w in p.words if w not in POSITION_WORDS))
     if p.relation is None:
         text += f" in the {p.cell}"

@@ -1,14 +1,18 @@
 """Text to image: a caption in, one or more pictures out."""
 from __future__ import annotations
 
-from . import checks, colour_hint, common, placement, regions
+from .. import run as runs
+from .. import schedulers
+from . import checks, colour_hint, common, compose, placement, regions
 
 TASK = "text_to_image"
+REPLACED = ("compose objects paints each object by itself, so place_objects, colour_hints "
+            "and regional_prompts were not used")
 
 
 def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance, seed,
         width, height, num_images, control, place_objects=False, colour_hints=False,
-        regional_prompts=False):
+        regional_prompts=False, compose_objects=False):
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -21,9 +25,20 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     place_objects = checks.flag("place_objects", place_objects)
     colour_hints = checks.flag("colour_hints", colour_hints)
     regional_prompts = checks.flag("regional_prompts", regional_prompts)
+    compose_objects = checks.flag("compose_objects", compose_objects)
     placed: list[dict] = []
+    composed = composed_objects(registry, model, prompt, compose_objects, warnings)
+    if composed and (place_objects or colour_hints or regional_prompts):
+        warnings.append(REPLACED)
+        place_objects = colour_hints = regional_prompts = False
 
     def call(pipe, generators, callbacks):
+        if composed:
+            inpainter = inpainting_pipeline(registry, model, settings_common, generators[0])
+            return [compose.compose(inpainter, prompt, negative_prompt or None, composed,
+                                    generator, width, height, settings_common["steps"],
+                                    settings_common["guidance"], control)
+                    for generator in generators]
         latents = starting_latents(pipe, prompt, generators, count, height, width,
                                    settings_common["steps"], control, place_objects,
                                    colour_hints, placed, warnings)
@@ -38,9 +53,35 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     settings = record({"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
                        "height": height, "warnings": warnings}, place_objects, colour_hints,
                       placed, regional_prompts)
+    if compose_objects:
+        settings["compose_objects"] = True
+        settings["composed"] = [p.describe() for p in composed]
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images
+
+
+def composed_objects(registry, model, prompt, compose_objects: bool, warnings: list) -> list:
+    """The objects compose_objects paints one by one, or [] (off, or nothing placed)."""
+    if not compose_objects:
+        return []
+    with_inpainter = registry.models("inpaint")
+    if model not in with_inpainter:
+        raise checks.BadInput(f"compose_objects paints each object with the inpainting model "
+                              f"of the same name, and {model!r} has none; models with one: "
+                              + (", ".join(with_inpainter) or "none registered"))
+    found = compose.placed_objects(prompt)
+    if not found:
+        warnings.append(compose.NOTHING_TO_COMPOSE)
+    return found
+
+
+def inpainting_pipeline(registry, model, settings_common: dict, generator):
+    """A request pipeline of the model's inpainter, with the run's scheduler."""
+    shared = registry.pipeline(model, "inpaint")
+    scheduler = schedulers.build(settings_common["scheduler"], shared.scheduler,
+                                 generator.initial_seed(), settings_common["steps"])
+    return runs.request_pipeline(shared, scheduler)
 
 
 def starting_latents(pipe, prompt, generators, count, height, width, steps, control,

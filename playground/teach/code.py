@@ -16,14 +16,19 @@ TASKS = ("text_to_image", "layout_to_image", "inpaint", "upscale")
 _INPUT_FILES = {"inpaint": ("input.png", "mask.png"), "upscale": ("input.png",)}
 
 
-def model_location(registry, settings: dict) -> tuple[str, str | None]:
-    """(folder or hub id, revision) of the model a result was made with."""
-    model, task = settings.get("model"), settings.get("task")
+def model_location(registry, settings: dict, task: str | None = None) -> tuple[str, str | None]:
+    """(folder or hub id, revision) of the model a result was made with (of `task`'s
+    pipeline when given: compose_objects paints with the model's inpainter)."""
+    model, task = settings.get("model"), task or settings.get("task")
     try:
         source = registry.entry(model).sources[task]
         return source.location, source.revision
     except Exception:  # noqa: BLE001 - a model no longer registered: use what was recorded
         return settings.get("source", model), settings.get("revision")
+
+
+def composed(settings: dict) -> bool:
+    return settings.get("task") == "text_to_image" and bool(settings.get("composed"))
 
 
 def scheduler_lines(name: str, seed: int, steps: int) -> tuple[str, str]:
@@ -51,8 +56,9 @@ def show_code(registry, settings: dict) -> str:
     if missing:
         raise BadInput(f"these settings lack {', '.join(missing)}; pass the whole dict of "
                        "a result (settings_of(image))")
-    location, revision = model_location(registry, settings)
-    pipeline_class = PIPELINES[task]
+    pipeline_task = "inpaint" if composed(settings) else task
+    location, revision = model_location(registry, settings, pipeline_task)
+    pipeline_class = PIPELINES[pipeline_task]
     scheduler_class, set_scheduler = scheduler_lines(settings["scheduler"], settings["seed"],
                                                    settings["steps"])
     dtype = settings.get("dtype", "float32")
@@ -97,6 +103,14 @@ def _common_args(settings: dict) -> dict:
 
 def _task_lines(task: str, s: dict) -> list[str]:
     args = _common_args(s)
+    if composed(s):
+        return [
+            "# compose_objects: a canvas of the background the prompt names, then the",
+            "# inpainting pipeline paints each placed object into a square at its place",
+            "from playground.tasks.compose import compose, placed_objects",
+            f"image = compose(pipe, {s['prompt']!r}, {s.get('negative_prompt') or None!r}, "
+            f"placed_objects({s['prompt']!r}), generator, {s['width']}, {s['height']}, "
+            f"{s['steps']}, {s['guidance']}, None)"]
     if task == "text_to_image":
         args.update(width=s["width"], height=s["height"], generator="generator")
         lines = []

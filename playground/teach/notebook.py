@@ -38,9 +38,11 @@ TASK_TITLES = {"text_to_image": "Text to image", "layout_to_image": "Layout to i
                "compare_grid": "Compare grid"}
 CALL_ARGS = {  # keyword arguments that make a run again, per task, in signature order
     "text_to_image": ("prompt", "negative_prompt", "model", "scheduler", "steps", "guidance",
-                      "seed", "width", "height"),
+                      "seed", "width", "height", "place_objects", "colour_hints",
+                      "regional_prompts", "compose_objects"),
     "layout_to_image": ("prompt", "phrases", "boxes", "negative_prompt", "model", "scheduler",
-                        "steps", "guidance", "seed"),
+                        "steps", "guidance", "seed", "place_objects", "regional_prompts",
+                        "colour_hints", "grounding"),
     "inpaint": ("prompt", "negative_prompt", "model", "scheduler", "steps", "guidance",
                 "strength", "seed", "focus_on_mask"),
     "upscale": ("prompt", "negative_prompt", "model", "scheduler", "steps", "guidance",

@@ -77,16 +77,19 @@ class ApiEndpoints:
                       height: int | None = None,
                       place_objects: bool = False,
                       colour_hints: bool = False,
-                      regional_prompts: bool = False) -> tuple[FileData, dict]:
+                      regional_prompts: bool = False,
+                      compose_objects: bool = False) -> tuple[FileData, dict]:
         """Make a picture from a caption; place_objects puts objects in the cells the
         prompt names ("a red circle in the top left"); colour_hints paints their colours
         faintly into those cells' starting noise; regional_prompts lets each such cell
-        read only its object's words. Returns (PNG, settings used)."""
+        read only its object's words; compose_objects instead paints each placed object
+        by itself with the model's inpainter on a canvas of the named background.
+        Returns (PNG, settings used)."""
         yield from self._stream("text_to_image", steps, lambda control: self.pg.text_to_image(
             prompt, negative_prompt, model=model, scheduler=scheduler, steps=steps,
             guidance=guidance, seed=seed, width=width, height=height, control=control,
             place_objects=place_objects, colour_hints=colour_hints,
-            regional_prompts=regional_prompts))
+            regional_prompts=regional_prompts, compose_objects=compose_objects))
 
     def layout_to_image(self, prompt: str, phrases: list[str], boxes: list[list[float]],
                         negative_prompt: str = "", model: str = "starter",

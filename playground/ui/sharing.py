@@ -84,7 +84,7 @@ def restore_targets(tabs: dict) -> list[tuple[str, str, gr.components.Component]
             for key, widget in built.fields.items()]
 
 
-OPTIONAL_FLAGS = ("place_objects", "regional_prompts", "colour_hints")
+OPTIONAL_FLAGS = ("place_objects", "regional_prompts", "colour_hints", "compose_objects")
 
 
 def widget_updates(recipe: Recipe, targets) -> list:

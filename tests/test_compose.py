@@ -1,0 +1,142 @@
+"""compose_objects: text-to-image drawn object by object (a canvas of the named background,
+then the model's inpainter paints each placed object at its place), judged by pixels, and
+the option recorded, restored, reproduced and shown as code like every other setting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from remade import pixels, remade_by_show_code
+
+from playground import BadInput, Cancelled, Playground, Registry, RunControl, settings_of
+from playground.share.recipe import reproduce, restorable
+from playground.starter.evaluate import score_two, text_cases
+from playground.tasks import compose
+from playground.teach import notebook
+
+TWO = "a small red circle in the top left and a big blue square in the bottom right"
+
+
+# ---------------------------------------------------------------- the pieces
+
+def test_each_object_gets_a_square_as_big_as_its_size_word_at_its_place():
+    small, big = compose.placed_objects(TWO)
+    small_mask, big_mask = (compose.object_mask(p, 64, 64) for p in (small, big))
+    ys, xs = np.nonzero(small_mask)
+    assert xs.min() == 0 and ys.min() == 0 and xs.max() < 32 and ys.max() < 32  # top left
+    ys, xs = np.nonzero(big_mask)
+    assert xs.max() == 63 and ys.max() == 63 and xs.min() > 12  # bottom right, moved inside
+    assert big_mask.sum() > 2 * small_mask.sum()
+    assert set(np.unique(big_mask)) == {0.0, 1.0}
+
+
+def test_the_canvas_is_the_background_the_prompt_names_or_white():
+    black = np.asarray(compose.canvas("a red circle in the top left on a black background", 8, 8))
+    white = np.asarray(compose.canvas("a red circle in the top left", 8, 8))
+    assert black.max() < 40 and white.min() > 215
+
+
+def test_a_relation_places_each_object_on_its_side():
+    left, right = sorted(compose.placed_objects("a red circle to the left of a yellow square"),
+                         key=lambda p: p.box[0])
+    assert "red" in left.words and "yellow" in right.words
+
+
+# ---------------------------------------------------------------- end to end (starter)
+
+def test_two_objects_come_out_right_far_more_often_composed(starter, judge):
+    """The model card's held-out two-object cases: measured 7 of 8 composed (0.78 on all
+    50), 0 of 8 as drawn in one pass."""
+    cases = text_cases("two", 8, 2)
+    right = {False: 0, True: 0}
+    for composed in (False, True):
+        for case in cases:
+            image = starter.text_to_image(case.prompt, seed=case.seed, steps=20,
+                                          compose_objects=composed)
+            right[composed] += score_two(case, judge.read(image))
+    assert right[True] >= 5, right
+    assert right[True] >= right[False] + 3, right
+
+
+def test_the_settings_say_what_was_composed_and_a_link_makes_it_again(starter):
+    image = starter.text_to_image(TWO, seed=5, steps=6, compose_objects=True)
+    settings = settings_of(image)
+    assert settings["compose_objects"] is True
+    assert [p["cell"] for p in settings["composed"]] == ["top left", "bottom right"]
+    assert not settings["warnings"]
+    recipe = restorable(settings)
+    assert recipe.settings["compose_objects"] is True and not recipe.ignored
+    assert np.array_equal(pixels(reproduce(starter, settings)), pixels(image))
+    assert np.array_equal(pixels(notebook.remake(starter, settings)), pixels(image))
+    plain = starter.text_to_image(TWO, seed=5, steps=6)
+    assert "compose_objects" not in settings_of(plain)
+    assert np.abs(pixels(plain) - pixels(image)).max() > 50
+
+
+def test_show_code_makes_a_composed_picture_again(starter, tmp_path, monkeypatch):
+    image = starter.text_to_image(TWO, seed=2, steps=5, scheduler="Euler a",
+                                  compose_objects=True)
+    script = starter.show_code(image)
+    assert "StableDiffusionInpaintPipeline" in script and "compose(" in script
+    assert np.array_equal(remade_by_show_code(script, tmp_path, monkeypatch), pixels(image))
+
+
+def test_a_prompt_without_positions_is_drawn_as_usual_with_a_warning(starter):
+    plain = starter.text_to_image("a red circle", seed=3, steps=6)
+    asked = starter.text_to_image("a red circle", seed=3, steps=6, compose_objects=True)
+    assert np.array_equal(pixels(plain), pixels(asked))
+    settings = settings_of(asked)
+    assert settings["compose_objects"] is True and settings["composed"] == []
+    assert any("names no object with a position" in w for w in settings["warnings"])
+
+
+def test_the_other_options_give_way_with_a_warning(starter):
+    both = starter.text_to_image(TWO, seed=4, steps=6, compose_objects=True,
+                                 place_objects=True, colour_hints=True)
+    alone = starter.text_to_image(TWO, seed=4, steps=6, compose_objects=True)
+    assert np.array_equal(pixels(both), pixels(alone))
+    assert any("were not used" in w for w in settings_of(both)["warnings"])
+    assert "place_objects" not in settings_of(both)
+
+
+def test_batches_compose_every_picture_as_its_own_seed_would(starter):
+    batch = starter.text_to_image(TWO, seed=7, steps=6, num_images=2, compose_objects=True)
+    alone = starter.text_to_image(TWO, seed=8, steps=6, compose_objects=True)
+    assert np.array_equal(pixels(batch[1]), pixels(alone))
+
+
+def test_progress_counts_across_the_objects_and_cancel_stops_the_run(starter):
+    seen = []
+    control = RunControl(on_progress=lambda step, total: seen.append((step, total)))
+    starter.text_to_image(TWO, seed=1, steps=4, compose_objects=True, control=control)
+    assert seen == [(step, 8) for step in range(1, 9)]
+
+    def stop_in_the_second_object(step, total):
+        if step == 5:
+            control.cancel()
+    control = RunControl(on_progress=stop_in_the_second_object)
+    with pytest.raises(Cancelled):
+        starter.text_to_image(TWO, seed=1, steps=4, compose_objects=True, control=control)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_compose_objects_must_be_true_or_false(starter):
+    with pytest.raises(BadInput, match="compose_objects must be true or false"):
+        starter.text_to_image(TWO, compose_objects="yes")
+
+
+def test_a_model_without_an_inpainter_cannot_compose(tiny_models):
+    from playground.registry import ModelEntry, Source
+
+    only_text = ModelEntry("text-only", {"text_to_image": Source(str(tiny_models / "text2img"))})
+    pg = Playground(Registry([only_text], device="cpu", allowed_dirs=[str(tiny_models)]))
+    with pytest.raises(BadInput, match="has no inpainting model|has none"):
+        pg.text_to_image(TWO, model="text-only", steps=2, compose_objects=True)
+
+
+def test_the_bench_lists_what_composing_costs(starter):
+    from playground.bench import bench_compose
+
+    rows = bench_compose(starter, 2, 1)
+    assert rows[2].split("|")[2].strip() == "compose_objects=True"
+    assert all(float(cell) > 0 for cell in rows[2].split("|")[3:6])
