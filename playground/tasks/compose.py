@@ -23,6 +23,7 @@ from .mask_focus import WORDS, box_centre, object_prompt
 from .placement import Placement, placements
 
 PAD = 0.06  # each side of the object's square: as the inpainter's training masks
+IN_CELL = 0.03  # how far inside its cell a square's centre stays, as the world's objects' do
 NOTHING_TO_COMPOSE = ("compose objects: the prompt names no object with a position (e.g. "
                       "\"a red circle in the top left\"), so it was drawn as usual")
 
@@ -37,11 +38,14 @@ def canvas(prompt: str, width: int, height: int) -> Image.Image:
 
 
 def object_mask(p: Placement, width: int, height: int) -> np.ndarray:
-    """A square as big as the object's size word says (the world's largest of that size)
-    plus padding, centred on its place and moved inside the picture (float H x W, 0..1)."""
+    """A square as big as the object's size word says (the middle of the world's range
+    for that size) plus padding, centred on its place, moved inside the picture as far as
+    its centre stays in its cell, and cut at the picture's edge (float H x W, 0..1)."""
     size = next((SIZE_WORDS[w] for w in p.words if w in SIZE_WORDS), "medium")
-    side = min(1.0, SIZES[size][1] / 64 + 2 * PAD)
+    side = min(1.0, sum(SIZES[size]) / 2 / 64 + 2 * PAD)
+    x0, y0, x1, y1 = p.box
     cx, cy = (min(1 - side / 2, max(side / 2, v)) for v in box_centre(p.box))
+    cx, cy = min(max(cx, x0 + IN_CELL), x1 - IN_CELL), min(max(cy, y0 + IN_CELL), y1 - IN_CELL)
     m = Image.new("L", (width, height), 0)
     ImageDraw.Draw(m).rectangle([round((cx - side / 2) * width), round((cy - side / 2) * height),
                                  round((cx + side / 2) * width) - 1,
