@@ -53,6 +53,12 @@ def main(argv=None) -> None:
                               place_objects=True, colour_hints=True)
     save(placed, out / "text_to_image_placed.png")
     print("placed:", settings_of(placed)["placed"])
+    # Two objects right far more often: compose_objects draws them one at a time, the
+    # model's inpainter painting each into its place on a canvas of the named background
+    composed = pg.text_to_image("a small red circle in the top left and a big blue square in "
+                                "the bottom right", steps=args.steps, seed=1,
+                                compose_objects=True)
+    save(composed, out / "text_to_image_composed.png")
 
     # Layout to image: one phrase per box, boxes as [x0, y0, x1, y1] fractions
     layout = pg.layout_to_image("a red circle and a blue square",

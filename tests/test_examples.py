@@ -20,6 +20,7 @@ def test_python_api_example_makes_its_pictures(tmp_path, capsys):
     load("python_api").main(["--steps", "2", "--out", str(tmp_path)])
     sizes = {p.stem: Image.open(p).size for p in tmp_path.glob("*.png")}
     assert sizes == {"text_to_image": (64, 64), "text_to_image_placed": (64, 64),
+                     "text_to_image_composed": (64, 64),
                      "layout_to_image": (64, 64), "layout_to_image_placed": (64, 64),
                      "layout_to_image_regional": (64, 64),
                      "layout_to_image_early_grounding": (64, 64),
