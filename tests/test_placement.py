@@ -103,11 +103,12 @@ def test_show_code_makes_a_placed_picture_again(starter, tmp_path, monkeypatch):
     assert np.array_equal(remade_by_show_code(script, tmp_path, monkeypatch), pixels(image))
 
 
-def test_a_prompt_without_positions_is_left_as_drawn_with_a_warning(starter):
+@pytest.mark.parametrize("option", ["place_objects", "compose_objects"])
+def test_a_prompt_without_positions_is_left_as_drawn_with_a_warning(starter, option):
     plain = starter.text_to_image("a red circle", seed=3, steps=6)
-    placed = starter.text_to_image("a red circle", seed=3, steps=6, place_objects=True)
-    assert np.array_equal(pixels(plain), pixels(placed))
-    assert any("names no object with a position" in w for w in settings_of(placed)["warnings"])
+    asked = starter.text_to_image("a red circle", seed=3, steps=6, **{option: True})
+    assert np.array_equal(pixels(plain), pixels(asked))
+    assert any("names no object with a position" in w for w in settings_of(asked)["warnings"])
 
 
 def test_batches_place_every_picture_as_its_own_seed_would(starter):
