@@ -34,7 +34,8 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
 
     def call(pipe, generators, callbacks):
         if composed:
-            inpainter = inpainting_pipeline(registry, model, settings_common, generators[0])
+            inpainter = inpainting_pipeline(registry, model, pipe, settings_common,
+                                            generators[0])
             return [compose.compose(inpainter, prompt, negative_prompt or None, composed,
                                     generator, width, height, settings_common["steps"],
                                     settings_common["guidance"], control)
@@ -76,11 +77,13 @@ def composed_objects(registry, model, prompt, compose_objects: bool, warnings: l
     return found
 
 
-def inpainting_pipeline(registry, model, settings_common: dict, generator):
-    """A request pipeline of the model's inpainter, with the run's scheduler."""
+def inpainting_pipeline(registry, model, pipe, settings_common: dict, generator):
+    """A request pipeline of the model's inpainter with the scheduler the run records: the
+    one asked for, else the text-to-image model's own (as Show code rebuilds it)."""
     shared = registry.pipeline(model, "inpaint")
-    scheduler = schedulers.build(settings_common["scheduler"], shared.scheduler,
-                                 generator.initial_seed(), settings_common["steps"])
+    name = settings_common["scheduler"] or schedulers.name_of(pipe.scheduler)
+    scheduler = schedulers.build(name, shared.scheduler, generator.initial_seed(),
+                                 settings_common["steps"])
     return runs.request_pipeline(shared, scheduler)
 
 
