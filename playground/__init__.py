@@ -199,7 +199,10 @@ class Playground:
                 the top left and a blue square in the bottom right", or "... above ..."),
                 the model reads only the one placed where the mask is, with the
                 background the prompt names; the settings' focused_prompt says what it
-                read. A prompt that places fewer than two objects is read as written.
+                read. One that names two or more objects without placing them ("a red
+                circle and a blue square") is read down to the one whose colour is
+                nowhere outside the mask, when the other colours are there. Any other
+                prompt is read as written.
             others: as in `text_to_image`.
 
         Returns: a PIL RGB image of the input's size. Pixels where the mask is 0 are

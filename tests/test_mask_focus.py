@@ -52,7 +52,7 @@ def test_a_relation_paints_the_object_on_the_masks_side_of_what_is_visible(hidde
 @pytest.mark.parametrize("prompt", [
     "a green triangle",
     "a green triangle in the top left",
-    "a red circle and a blue square",  # nothing placed: nothing to choose by
+    "a red circle and a red square",  # nothing placed, one colour: nothing to choose by
 ])
 def test_a_prompt_that_places_fewer_than_two_objects_is_read_as_written(prompt):
     picture = render(Scene("white", [RED_TOP_LEFT]))
@@ -72,3 +72,45 @@ def test_on_the_held_out_cases_the_focus_names_the_object_the_mask_must_hold():
         got = objects[0]
         assert (got["colour"], got["shape"]) == (new.colour, new.shape), case.prompt
         assert got["cell"] in (None, new.cell), case.prompt
+
+
+@pytest.mark.parametrize("prompt, wanted", [
+    ("a red circle and a blue square", "a blue square"),
+    ("two objects: a small red circle and a large blue square on a white background",
+     "a large blue square on a white background"),
+    ("a green triangle, a red circle and a blue square", None),  # green and blue both missing
+])
+def test_without_positions_the_object_whose_colour_is_missing_outside_becomes_the_prompt(
+        prompt, wanted):
+    picture = render(Scene("white", [RED_TOP_LEFT]))
+    focus = focus_on_mask(prompt, picture, mask_over(BLUE_BOTTOM_RIGHT.box))
+    if wanted is None:
+        assert focus.prompt == prompt and focus.note is None
+    else:
+        assert focus.prompt == wanted and "only blue is nowhere outside the mask" in focus.note
+
+
+def test_without_positions_an_object_hidden_but_for_its_colour_outside_is_not_chosen():
+    """The red circle is masked, but a red square shows outside: red is not missing, and
+    blue is there too, so nothing is changed."""
+    picture = render(Scene("white", [RED_TOP_LEFT, BLUE_BOTTOM_RIGHT,
+                                     Obj("red", "square", (0.7, 0.05, 0.95, 0.3))]))
+    focus = focus_on_mask("a red circle and a blue square", picture, mask_over(RED_TOP_LEFT.box))
+    assert focus.prompt == "a red circle and a blue square"
+
+
+def test_on_the_held_out_cases_without_positions_the_focus_never_names_a_wrong_object():
+    """The held-out cases' 2-3 objects named without positions: where the focus changes
+    the caption (every case whose named colours differ), it names the new object."""
+    crowded = [c for c in evaluate.inpaint_cases(40) if len(c.scene.objects) > 1]
+    changed = 0
+    for case in crowded:
+        written = evaluate.caption_without_positions(case)
+        focused = evaluate.focused_caption(case, written)
+        if focused != written:
+            changed += 1
+            new = case.extra["target"]
+            objects = parse(focused)["objects"]
+            assert [(o["colour"], o["shape"]) for o in objects] == [(new.colour, new.shape)], (
+                written, focused)
+    assert changed >= 0.6 * len(crowded), (changed, len(crowded))

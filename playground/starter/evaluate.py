@@ -463,16 +463,41 @@ def inpainted(pipe, case: Case, prompt: str, guidance: float) -> tuple[Image.Ima
     return img, blend(img, original, mask), s
 
 
-def focused_caption(case: Case) -> str:
-    """The case's caption as the Inpainting tab reads it by default (focus_on_mask)."""
+def focused_caption(case: Case, caption_text: str | None = None) -> str:
+    """The case's caption (or `caption_text`) as the Inpainting tab reads it by default
+    (focus_on_mask)."""
     mask = np.asarray(case.extra["mask"].convert("L"), dtype=np.float32) / 255.0
-    return focus_on_mask(case.prompt, render(case.extra["before"]), mask).prompt
+    return focus_on_mask(caption_text or case.prompt, render(case.extra["before"]), mask).prompt
+
+
+def caption_without_positions(case: Case) -> str:
+    """The case's whole picture named without cells, as people often prompt: "a large red
+    circle and a small blue square on a white background"."""
+    named = [f"a {o.size} {o.colour} {o.shape}" for o in case.scene.objects]
+    listed = ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+    return f"{listed} on a {case.scene.background} background"
 
 
 def right_in_mask(judge: Judge, cases: list[Case], pictures: list[Image.Image]) -> tuple[list[dict], list]:
     readings = judge.read_many(pictures)
     return [score_object_in_box(c.extra["target"], {"colour": 1, "shape": 1, "size": 1}, r)
             for c, r in zip(cases, readings)], readings
+
+
+def unplaced_figures(pipe, judge: Judge, cases: list[Case], guidance: float) -> dict:
+    """The 2-3 object cases with their objects named without positions, as written and as
+    focus_on_mask reads them (by the colour missing outside the mask)."""
+    written = [caption_without_positions(c) for c in cases]
+    focused = [focused_caption(c, w) for c, w in zip(cases, written)]
+    as_written = [inpainted(pipe, c, w, guidance)[1] for c, w in zip(cases, written)]
+    scores, _ = right_in_mask(judge, cases, as_written)
+    focused_scores, _ = right_in_mask(judge, cases, [
+        picture if f == w else inpainted(pipe, c, f, guidance)[1]
+        for c, w, f, picture in zip(cases, written, focused, as_written)])
+    return {"right inside mask, 2-3 objects named without positions":
+                mean(s["all stated"] for s in scores),
+            "right inside mask, 2-3 objects named without positions, focused on the mask":
+                mean(s["all stated"] for s in focused_scores)}
 
 
 def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, list]:
@@ -491,6 +516,7 @@ def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, lis
         picture if prompt == c.prompt else inpainted(pipe, c, prompt, guidance)[1]
         for c, prompt, picture in zip(cases, focused, results)])
     crowded = [len(c.scene.objects) > 1 for c in cases]
+    unplaced = unplaced_figures(pipe, judge, [c for c, many in zip(cases, crowded) if many], guidance)
 
     def share(scored, among=None):
         return mean(s["all stated"] for s, many in zip(scored, crowded) if among is None or many == among)
@@ -504,6 +530,7 @@ def eval_inpaint(pipe, judge: Judge, n: int, guidance: float) -> tuple[dict, lis
                "right inside mask, caption focused on the mask, 2-3 objects": share(focused_scores, among=True),
                "right inside mask, prompt of the new object alone": share(alone_scores),
                "right inside mask, prompt of the new object alone, 2-3 objects": share(alone_scores, among=True),
+               **unplaced,
                "largest change outside mask, raw (/255)": max(raw_change),
                "largest change outside mask, blended (/255)": max(blended_change),
                "seconds / picture": mean(seconds)}

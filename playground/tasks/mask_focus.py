@@ -7,7 +7,9 @@ gets that wrong about half the time, while it paints an object named alone right
 the time (model card, "Naming only what goes in the mask"). So when a prompt places two
 or more objects (by cell, "in the top left", or by relation, "above"), the one placed
 where the mask is becomes the prompt: its own words, its cell, and the background if the
-prompt names one. A prompt that places fewer than two objects is kept as written.
+prompt names one. When a prompt names two or more objects without placing them ("a red
+circle and a blue square"), the one whose colour is nowhere outside the mask becomes the
+prompt, if every other named colour is there. Any other prompt is kept as written.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..starter.captions import indefinite_article, with_article
+from .colour_hint import COLOURS
 from .placement import POSITION_WORDS, Placement, placements
 
 WORDS = re.compile(r"[A-Za-z]+|[,:;.]")
@@ -25,6 +28,11 @@ BACKGROUND = re.compile(r"\b(?:on|with)\s+(?:an?\s+)?([a-z]+)\s+background\b", r
 # the axis (0: x, 1: y) a relation orders its two objects along
 RELATION_AXIS = {"above": 1, "below": 1, "to the left of": 0, "to the right of": 0}
 BACKGROUND_STEP = 48  # summed RGB difference from the background that counts as an object
+OBJECT_BREAKS = re.compile(r",|;|:|\band\b")
+ARTICLES = {"a", "an", "the", "one"}
+COLOUR_STEP = 120  # summed RGB difference within which a pixel counts as a named colour
+MISSING_SHARE = 0.004  # under this share of the pixels outside the mask, a colour is missing
+PRESENT_SHARE = 0.015  # over it, present (a small object is about 3.5% of the picture)
 
 
 @dataclass
@@ -37,13 +45,56 @@ def focus_on_mask(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
     """The prompt the inpainter should read for mask `m` (H, W in 0..1) over `picture`."""
     found = placements(WORDS.findall(prompt.lower()))
     if len(found) < 2:
-        return Focus(prompt, None)
+        return _missing_colour(prompt, picture, m)
     chosen = _placed_at_mask(found, picture, m)
     focused = object_prompt(chosen, prompt)
     note = (f"the prompt places {len(found)} objects; the model was asked only for the one "
             f"placed where the mask is: \"{focused}\" (turn off 'focus on the mask' to paint "
             "from the prompt as written)")
     return Focus(focused, note)
+
+
+def _missing_colour(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
+    """For a prompt that names objects without placing them ("a red circle and a blue
+    square"): the one object whose colour is nowhere outside the mask, when the others'
+    colours are all there; else the prompt as written."""
+    named = _coloured_objects(prompt)
+    if len(named) < 2 or len({colour for _, colour in named}) < len(named):
+        return Focus(prompt, None)
+    share = _colour_shares_outside(picture, m)
+    missing = [(words, colour) for words, colour in named if share[colour] < MISSING_SHARE]
+    if len(missing) != 1 or any(share[c] < PRESENT_SHARE for w, c in named if w != missing[0][0]):
+        return Focus(prompt, None)
+    focused = with_article(missing[0][0]) + _background_phrase(prompt)
+    note = (f"the prompt names {len(named)} objects and only {missing[0][1]} is nowhere outside "
+            f"the mask, so the model was asked only for \"{focused}\" (turn off 'focus on the "
+            "mask' to paint from the prompt as written)")
+    return Focus(focused, note)
+
+
+def _coloured_objects(prompt: str) -> list[tuple[str, str]]:
+    """(words, colour) of each object the prompt names with a colour: the parts between
+    "and", commas and colons, background left out."""
+    parts = OBJECT_BREAKS.split(BACKGROUND.sub(" ", prompt.lower()))
+    named = []
+    for part in parts:
+        words = [w for w in WORDS.findall(part) if w not in ARTICLES]
+        colours = [w for w in words if w in COLOURS]
+        if len(colours) == 1 and words[-1] not in COLOURS:
+            named.append((" ".join(words), colours[0]))
+    return named
+
+
+def _colour_shares_outside(picture: Image.Image, m: np.ndarray) -> dict[str, float]:
+    """The share of the pixels outside the mask nearest each named colour (and near it)."""
+    rgb = np.asarray(picture.convert("RGB").resize((m.shape[1], m.shape[0]))).astype(np.int32)
+    outside = rgb[m < 0.5]
+    names = list(COLOURS)
+    palette = np.array([COLOURS[n] for n in names], dtype=np.int32)
+    distance = np.abs(outside[:, None, :] - palette[None, :, :]).sum(axis=2)
+    nearest, close = distance.argmin(axis=1), distance.min(axis=1) < COLOUR_STEP
+    total = max(len(outside), 1)
+    return {n: float(((nearest == i) & close).sum()) / total for i, n in enumerate(names)}
 
 
 def _placed_at_mask(found: list[Placement], picture: Image.Image, m: np.ndarray) -> Placement:
@@ -99,8 +150,12 @@ def object_prompt(p: Placement, prompt: str) -> str:
     text = with_article(" ".join(w for w in p.words if w not in POSITION_WORDS))
     if p.relation is None:
         text += f" in the {p.cell}"
+    return text + _background_phrase(prompt)
+
+
+def _background_phrase(prompt: str) -> str:
     background = BACKGROUND.search(prompt)
-    if background:
-        colour = background.group(1).lower()
-        text += f" on {indefinite_article(colour)} {colour} background"
-    return text
+    if not background:
+        return ""
+    colour = background.group(1).lower()
+    return f" on {indefinite_article(colour)} {colour} background"

@@ -118,7 +118,8 @@ class ApiEndpoints:
                 focus_on_mask: bool = True) -> tuple[FileData, dict]:
         """Repaint where the mask is white (same size as the image; black = keep).
         focus_on_mask: a prompt that places several objects is read down to the one placed
-        where the mask is. Returns (PNG, settings used)."""
+        where the mask is (one naming them without places, to the one whose colour is
+        missing outside the mask). Returns (PNG, settings used)."""
         picture, mask_picture = uploaded_picture(image, "image"), uploaded_picture(mask, "mask")
         yield from self._stream("inpaint", steps, lambda control: self.pg.inpaint(
             picture, mask_picture, prompt, negative_prompt=negative_prompt, model=model,

@@ -71,7 +71,8 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
             focus = gr.Checkbox(value=True, label="Focus on the mask",
                                 info="a prompt that places several objects (\"... in the top "
                                      "left and ... in the bottom right\") paints only the one "
-                                     "placed where the mask is",
+                                     "placed where the mask is; one that names them without "
+                                     "places, the one whose colour is missing outside it",
                                 elem_id=f"{TAB}-focus")
             strength = gr.Slider(0.01, 1.0, value=d.get("strength", 1.0), step=0.01,
                                  label="Strength (1 = repaint from pure noise)",
