@@ -137,6 +137,19 @@ def assert_real_picture(image: Image.Image, size: tuple[int, int]) -> np.ndarray
     return pixels
 
 
+def assert_wholly_in_view(page: Page, gallery: str) -> None:
+    """The gallery's first picture lies inside the gallery's box (a lone picture used to be
+    laid out square and as wide as the gallery, its bottom half cut off)."""
+    inside = page.evaluate("""(gallery) => {
+        const picture = document.querySelector(gallery + ' img').getBoundingClientRect();
+        const box = document.querySelector(gallery + ' .grid-wrap').getBoundingClientRect();
+        return [picture.top >= box.top - 1, picture.bottom <= box.bottom + 1,
+                picture.left >= box.left - 1, picture.right <= box.right + 1,
+                picture.height > 100];
+    }""", gallery)
+    assert all(inside), f"{gallery}: the picture is not wholly in view (top, bottom, left, right, size: {inside})"
+
+
 def assert_progress_was_shown(seen: list[str]) -> None:
     steps = [text for text in seen if text.startswith("Step ")]
     assert steps, f"no step count was shown while sampling: {seen}"
@@ -165,6 +178,7 @@ def test_text_to_image_tab(page):
     seen = generate(page, "t2i")
     assert_progress_was_shown(seen)
     assert_real_picture(picture_in(page, "#t2i-result"), (64, 64))
+    assert_wholly_in_view(page, "#t2i-result")
     assert_real_picture(picture_in(page, "#t2i-preview"), (64, 64))
     assert page.locator("#t2i-seed-used input").input_value() == "5"
     assert "seed 5" in page.inner_text("#t2i-status")

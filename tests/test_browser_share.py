@@ -11,8 +11,8 @@ import zipfile
 
 from PIL import Image, PngImagePlugin
 
-from test_browser import (browser, generate, open_tab, page, server,  # noqa: F401 - fixtures
-                          set_number)
+from test_browser import (assert_wholly_in_view, browser, generate,  # noqa: F401 - fixtures
+                          open_tab, page, server, set_number)
 
 
 def field_value(page, elem_id: str) -> str:
@@ -93,6 +93,7 @@ def test_history_restores_and_zips_every_result(page):  # noqa: F811
 
     page.get_by_role("tab", name="History").click()
     page.wait_for_function("() => document.querySelectorAll('#history-gallery img').length == 2")
+    assert_wholly_in_view(page, "#history-gallery")
     page.locator("#history-gallery img").last.click()  # the oldest: the text-to-image one
     page.wait_for_function("() => document.querySelector('#history-settings')"
                            ".innerText.includes('a green triangle')")

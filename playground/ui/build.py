@@ -68,7 +68,8 @@ def build_app(pg: Playground, *, concurrency_limit: int | None = 1, max_queue: i
     app.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     app.playground_runs = runs  # for tests and monitoring: the runs in flight
     app.playground_output_dir = api.output_dir  # served: see serving.launch_options
-    app.playground_css = upscale.CSS  # given to launch(): see serving.launch_options
+    app.playground_css = upscale.CSS + text_to_image.CSS + history.CSS  # given to launch():
+    # see serving.launch_options
     return app
 
 

@@ -23,6 +23,14 @@ log = logging.getLogger("playground.ui")
 DISPLAY_HEIGHT = 320  # pixels on screen for pictures; the starter's are 64 px, shown enlarged
 
 
+def gallery_css(elem_id: str, height: int) -> str:
+    """A gallery lays out a lone picture as wide as the gallery and square, so in a gallery
+    less tall than wide it was cut off at the bottom: every picture fits the height."""
+    side = height - 40  # the label and the padding
+    return (f"#{elem_id} .thumbnail-item {{ max-width: {side}px; max-height: {side}px; "
+            "justify-self: center; }\n")
+
+
 # ---------------------------------------------------------------- errors
 
 def user_error(error: BaseException) -> gr.Error:

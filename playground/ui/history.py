@@ -12,9 +12,10 @@ from .. import Playground
 from ..share import read_png
 from ..share.history import Histories
 from . import inpaint, sharing
-from .common import DISPLAY_HEIGHT, call_core, session_of
+from .common import DISPLAY_HEIGHT, call_core, gallery_css, session_of
 
 TAB = "history"
+CSS = gallery_css(f"{TAB}-gallery", DISPLAY_HEIGHT + 80)
 
 
 @dataclass

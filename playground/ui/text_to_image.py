@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from .. import Playground
-from .common import (DISPLAY_HEIGHT, call_core, model_defaults, png_ready, preview_and_status,
-                     run_buttons, sampling_controls, settings_json, stream_to_ui, wire_run)
+from .common import (DISPLAY_HEIGHT, call_core, gallery_css, model_defaults, png_ready,
+                     preview_and_status, run_buttons, sampling_controls, settings_json,
+                     stream_to_ui, wire_run)
 from .runs import ActiveRuns
 
 TASK = "text_to_image"
 TAB = "t2i"
 MAX_IMAGES = 8
+CSS = gallery_css(f"{TAB}-result", DISPLAY_HEIGHT)
 
 
 @dataclass
