@@ -103,10 +103,19 @@ def test_batches_compose_every_picture_as_its_own_seed_would(starter):
 
 
 def test_progress_counts_across_the_objects_and_cancel_stops_the_run(starter):
-    seen = []
-    control = RunControl(on_progress=lambda step, total: seen.append((step, total)))
-    starter.text_to_image(TWO, seed=1, steps=4, compose_objects=True, control=control)
+    seen, previews = [], []
+    control = RunControl(on_progress=lambda step, total: seen.append((step, total)),
+                         on_preview=lambda image, step, total: previews.append(image),
+                         preview_every=4)
+    starter.text_to_image(TWO + " on a black background", seed=1, steps=4,
+                          compose_objects=True, control=control)
     assert seen == [(step, 8) for step in range(1, 9)]
+    # previews show the picture so far: the black canvas outside the object being painted
+    first = pixels(previews[0])
+    black = pixels(compose.canvas("on a black background", 64, 64))
+    assert len(previews) == 2
+    assert np.array_equal(first[40:, :20], black[40:, :20])
+    assert np.array_equal(first[:, 40:], black[:, 40:])
 
     def stop_in_the_second_object(step, total):
         if step == 5:

@@ -53,6 +53,15 @@ def object_mask(p: Placement, width: int, height: int) -> np.ndarray:
     return np.asarray(m, dtype=np.float32) / 255.0
 
 
+def previewing_over(control: run.RunControl, picture: Image.Image, m: np.ndarray):
+    """The pass's control, its previews shown over the picture so far (the inpainter's own
+    estimate is of the whole picture, noise outside the square included)."""
+    show = control.on_preview
+    if show is not None:
+        control.on_preview = lambda image, step, total: show(blend(picture, image, m), step, total)
+    return control
+
+
 def compose(inpainter, prompt: str, negative_prompt: str | None, found: list[Placement],
             generator, width: int, height: int, steps: int, guidance: float,
             control: run.RunControl | None) -> Image.Image:
@@ -60,9 +69,9 @@ def compose(inpainter, prompt: str, negative_prompt: str | None, found: list[Pla
     counts across all of them)."""
     picture = canvas(prompt, width, height)
     for i, p in enumerate(found):
-        callbacks = ({} if control is None else
-                     run.step_callback_kwargs(inpainter, control.part(i, len(found)), steps))
         m = object_mask(p, width, height)
+        callbacks = ({} if control is None else run.step_callback_kwargs(
+            inpainter, previewing_over(control.part(i, len(found)), picture, m), steps))
         mask = Image.fromarray((m * 255).astype(np.uint8))
         painted = inpainter(prompt=object_prompt(p, prompt), negative_prompt=negative_prompt,
                             image=picture, mask_image=mask, strength=1.0, width=width,
