@@ -41,6 +41,20 @@ def test_a_relation_places_each_object_on_its_side():
     assert "red" in left.words and "yellow" in right.words
 
 
+def test_an_object_named_without_a_position_is_reported_not_dropped_silently():
+    assert compose.left_out(TWO) == []
+    assert compose.left_out("a red circle above a blue square on a green background") == []
+    warning, = compose.left_out("a red circle in the top left and a blue square on a white "
+                                "background")
+    assert '"blue square" has no position, so it was not drawn' in warning
+
+
+def test_the_held_out_two_object_prompts_place_every_object():
+    for case in text_cases("two", 50, 2):
+        assert len(compose.placed_objects(case.prompt)) == 2, case.prompt
+        assert compose.left_out(case.prompt) == [], case.prompt
+
+
 # ---------------------------------------------------------------- end to end (starter)
 
 def test_two_objects_come_out_right_far_more_often_composed(starter, judge):
@@ -85,6 +99,12 @@ def test_a_prompt_without_positions_records_the_option_and_nothing_composed(star
     settings = settings_of(starter.text_to_image("a red circle", seed=3, steps=2,
                                                  compose_objects=True))
     assert settings["compose_objects"] is True and settings["composed"] == []
+
+
+def test_the_warning_reaches_the_settings(starter):
+    image = starter.text_to_image("a red circle in the top left and a blue square", seed=1,
+                                  steps=2, compose_objects=True)
+    assert any('"blue square" has no position' in w for w in settings_of(image)["warnings"])
 
 
 def test_the_other_options_give_way_with_a_warning(starter):

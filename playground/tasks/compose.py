@@ -20,7 +20,7 @@ from ..starter.world import SIZES
 from .colour_hint import COLOURS, SIZE_WORDS, background_colour
 from .inpaint import blend
 from .mask_focus import WORDS, box_centre, object_prompt
-from .placement import Placement, placements
+from .placement import Placement, placements, unplaced_objects
 
 PAD = 0.06  # each side of the object's square: as the inpainter's training masks
 IN_CELL = 0.03  # how far inside its cell a square's centre stays, as the world's objects' do
@@ -30,6 +30,17 @@ NOTHING_TO_COMPOSE = ("compose objects: the prompt names no object with a positi
 
 def placed_objects(prompt: str) -> list[Placement]:
     return placements(WORDS.findall(prompt.lower()))
+
+
+def left_out(prompt: str) -> list[str]:
+    """A warning for each object the prompt names without a place: composing draws only
+    placed objects."""
+    unplaced = unplaced_objects(WORDS.findall(prompt.lower()))
+    if not unplaced:
+        return []
+    named = ", ".join(f'"{words}"' for words in unplaced)
+    return [f"compose objects: {named} has no position, so it was not drawn; give every "
+            "object a place (\"in the bottom right\", \"above a ...\") or turn compose off"]
 
 
 def canvas(prompt: str, width: int, height: int) -> Image.Image:

@@ -165,6 +165,27 @@ def placements(tokens: list[str]) -> list[Placement]:
     return found
 
 
+COUNT_WORDS = {"two", "three", "four", "five", "objects", "shapes", "things"}
+
+
+def unplaced_objects(tokens: list[str]) -> list[str]:
+    """The words of each object a tokenized prompt names without a place: "blue square" in
+    "a red circle in the top left and a blue square on a white background"."""
+    words = [_plain(t) for t in tokens]
+    left = []
+    for part in _parts(words):
+        if _relation_at(words, part) is not None or _placed_in_cell(words, part) is not None:
+            continue
+        end = next((i for i in part if words[i] in AFTER_OBJECT), part.stop)
+        if end < part.stop and words[end] == "background":
+            continue  # "with a red background": the background, not an object
+        named = [words[i] for i in _object_words(words, range(part.start, end))
+                 if words[i] not in COUNT_WORDS]
+        if named:
+            left.append(" ".join(named))
+    return left
+
+
 def boxed_phrases(tokenizer, phrases: list[str], boxes: list) -> tuple[str, list[Placement]]:
     """For layout-to-image: a text naming every phrase ("a red circle and a blue square")
     and, per phrase, its words' token positions in that text and its box. The steering

@@ -72,8 +72,7 @@ def composed_objects(registry, model, prompt, compose_objects: bool, warnings: l
                               f"of the same name, and {model!r} has none; models with one: "
                               + (", ".join(with_inpainter) or "none registered"))
     found = compose.placed_objects(prompt)
-    if not found:
-        warnings.append(compose.NOTHING_TO_COMPOSE)
+    warnings += compose.left_out(prompt) if found else [compose.NOTHING_TO_COMPOSE]
     return found
 
 
