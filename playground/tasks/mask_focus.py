@@ -33,6 +33,7 @@ ARTICLES = {"a", "an", "the", "one"}
 COLOUR_STEP = 120  # summed RGB difference within which a pixel counts as a named colour
 MISSING_SHARE = 0.004  # under this share of the pixels outside the mask, a colour is missing
 PRESENT_SHARE = 0.015  # over it, present (a small object is about 3.5% of the picture)
+COUNT_SIDE = 128
 
 
 @dataclass
@@ -86,9 +87,13 @@ def _coloured_objects(prompt: str) -> list[tuple[str, str]]:
 
 
 def _colour_shares_outside(picture: Image.Image, m: np.ndarray) -> dict[str, float]:
-    """The share of the pixels outside the mask nearest each named colour (and near it)."""
-    rgb = np.asarray(picture.convert("RGB").resize((m.shape[1], m.shape[0]))).astype(np.int32)
-    outside = rgb[m < 0.5]
+    """The share of the pixels outside the mask nearest each named colour (and near it),
+    counted on at most COUNT_SIDE pixels a side: shares need no more."""
+    scale = min(1.0, COUNT_SIDE / max(m.shape))
+    size = (max(1, round(m.shape[1] * scale)), max(1, round(m.shape[0] * scale)))
+    rgb = np.asarray(picture.convert("RGB").resize(size)).astype(np.int32)
+    small = Image.fromarray((m * 255).astype(np.uint8)).resize(size, Image.NEAREST)
+    outside = rgb[np.asarray(small) < 128]
     names = list(COLOURS)
     palette = np.array([COLOURS[n] for n in names], dtype=np.int32)
     distance = np.abs(outside[:, None, :] - palette[None, :, :]).sum(axis=2)
