@@ -21,15 +21,13 @@ from PIL import Image
 
 from ..starter.captions import indefinite_article, with_article
 from .colour_hint import COLOURS
-from .placement import POSITION_WORDS, Placement, placements
+from .placement import POSITION_WORDS, Placement, placements, unplaced_objects
 
 WORDS = re.compile(r"[A-Za-z]+|[,:;.]")
 BACKGROUND = re.compile(r"\b(?:on|with)\s+(?:an?\s+)?([a-z]+)\s+background\b", re.IGNORECASE)
 # the axis (0: x, 1: y) a relation orders its two objects along
 RELATION_AXIS = {"above": 1, "below": 1, "to the left of": 0, "to the right of": 0}
 BACKGROUND_STEP = 48  # summed RGB difference from the background that counts as an object
-OBJECT_BREAKS = re.compile(r",|;|:|\band\b")
-ARTICLES = {"a", "an", "the", "one"}
 COLOUR_STEP = 120  # summed RGB difference within which a pixel counts as a named colour
 MISSING_SHARE = 0.004  # under this share of the pixels outside the mask, a colour is missing
 PRESENT_SHARE = 0.015  # over it, present (a small object is about 3.5% of the picture)
@@ -44,9 +42,10 @@ class Focus:
 
 def focus_on_mask(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
     """The prompt the inpainter should read for mask `m` (H, W in 0..1) over `picture`."""
-    found = placements(WORDS.findall(prompt.lower()))
+    tokens = WORDS.findall(prompt.lower())
+    found = placements(tokens)
     if len(found) < 2:
-        return _missing_colour(prompt, picture, m)
+        return _missing_colour(prompt, tokens, found, picture, m)
     chosen = _placed_at_mask(found, picture, m)
     focused = object_prompt(chosen, prompt)
     note = (f"the prompt places {len(found)} objects; the model was asked only for the one "
@@ -55,11 +54,12 @@ def focus_on_mask(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
     return Focus(focused, note)
 
 
-def _missing_colour(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
+def _missing_colour(prompt: str, tokens: list[str], found: list[Placement],
+                    picture: Image.Image, m: np.ndarray) -> Focus:
     """For a prompt that names objects without placing them ("a red circle and a blue
     square"): the one object whose colour is nowhere outside the mask, when the others'
     colours are all there; else the prompt as written."""
-    named = _coloured_objects(prompt)
+    named = _coloured_objects(tokens, found)
     if len(named) < 2 or len({colour for _, colour in named}) < len(named):
         return Focus(prompt, None)
     share = _colour_shares_outside(picture, m)
@@ -73,13 +73,13 @@ def _missing_colour(prompt: str, picture: Image.Image, m: np.ndarray) -> Focus:
     return Focus(focused, note)
 
 
-def _coloured_objects(prompt: str) -> list[tuple[str, str]]:
-    """(words, colour) of each object the prompt names with a colour: the parts between
-    "and", commas and colons, background left out."""
-    parts = OBJECT_BREAKS.split(BACKGROUND.sub(" ", prompt.lower()))
+def _coloured_objects(tokens: list[str], found: list[Placement]) -> list[tuple[str, str]]:
+    """(words, colour) of each object the prompt names with one colour word, placed or not
+    (as `placement` reads a prompt's objects)."""
+    objects = [[w for w in p.words if w not in POSITION_WORDS] for p in found]
+    objects += [words.split() for words in unplaced_objects(tokens)]
     named = []
-    for part in parts:
-        words = [w for w in WORDS.findall(part) if w not in ARTICLES]
+    for words in objects:
         colours = [w for w in words if w in COLOURS]
         if len(colours) == 1 and words[-1] not in COLOURS:
             named.append((" ".join(words), colours[0]))
