@@ -17,7 +17,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 from PIL import Image
 
 from playground import BadInput, RunControl, settings_of
-from playground.teach import attention, forward, trace
+from playground.teach import attention, chart, forward, trace
 
 
 def pixels(picture) -> np.ndarray:
@@ -65,6 +65,9 @@ def test_noise_schedule_shows_the_samplers_steps(starter):
     rgb = pixels(plot)
     assert ((rgb[..., 2] > 200) & (rgb[..., 0] < 80)).sum() > 200
     assert ((rgb[..., 0] > 200) & (rgb[..., 1] < 60)).sum() > 20
+    # nothing is drawn where Gradio lays the picture's label, and the title is below it
+    assert (rgb[:chart.TITLE_CLEARANCE] == 255).all()
+    assert (rgb[chart.TITLE_CLEARANCE:chart.TITLE_CLEARANCE + 20] < 128).any()
 
 
 def test_a_one_step_schedule_visits_the_noisy_end_as_a_run_does(starter):

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 INK, GRID_INK, PAPER = (30, 30, 30), (225, 225, 225), (255, 255, 255)
+TITLE_CLEARANCE = 24  # blank pixels on top: Gradio lays a picture's label over its top left
 
 
 def font(size: int = 12) -> ImageFont.FreeTypeFont:
@@ -52,12 +53,12 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_la
     """One panel: a line per named series of (x, y) points, joined in the order given
     (NaN y values are skipped), with ticks, axis labels and a legend."""
     width, height = size
-    left, right, top, bottom = 52, 12, 38, 40
+    left, right, top, bottom = 52, 12, TITLE_CLEARANCE + 38, 40
     points = [(x, y) for pts in series.values() for x, y in pts
               if math.isfinite(y) and (x > 0 or not log_x)]
     picture = Image.new("RGB", size, PAPER)
     draw = ImageDraw.Draw(picture)
-    draw.text((width // 2, 4), title, fill=INK, font=font(13), anchor="mt")
+    draw.text((width // 2, TITLE_CLEARANCE + 4), title, fill=INK, font=font(13), anchor="mt")
     if not points:
         draw.text((width // 2, height // 2), "no data", fill=INK, font=font(), anchor="mm")
         return picture
@@ -130,14 +131,14 @@ def captioned_row(pictures: list[Image.Image], captions: list[list[str]], *,
     with lines of caption under it, and an optional title above."""
     line_h, pad = 14, 8
     n_lines = max((len(c) for c in captions), default=0)
-    title_h = 22 if title else 0
+    title_h = TITLE_CLEARANCE + 22 if title else 0
     column_w = max([cell] + [text_width(ImageDraw.Draw(Image.new("RGB", (1, 1))), line, 11)
                              for c in captions for line in c]) + pad
     sheet = Image.new("RGB", (column_w * len(pictures) + pad,
                               title_h + cell + n_lines * line_h + 2 * pad), PAPER)
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((pad, 4), title, fill=INK, font=font(13))
+        draw.text((pad, TITLE_CLEARANCE + 4), title, fill=INK, font=font(13))
     for i, (picture, lines) in enumerate(zip(pictures, captions)):
         x = pad + i * column_w
         sheet.paste(picture.convert("RGB").resize((cell, cell), Image.NEAREST), (x, title_h + pad))

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .. import schedulers
+from . import chart
 from ..errors import BadInput
 from ..run import check_seed, resolve_seed
 from ..tasks import checks
@@ -126,9 +127,10 @@ def noise_schedule(registry, *, model: str = "starter", scheduler: str | None = 
 
 def schedule_plot(schedule: dict, current_t: int | None = None, size=(480, 300)) -> Image.Image:
     """alpha_bar(t) (signal kept, blue) and 1 - alpha_bar(t) (noise, orange) against t,
-    with the sampler's visited steps as dots and the explorer's t as a grey line."""
+    with the sampler's visited steps as dots and the explorer's t as a grey line. The top
+    chart.TITLE_CLEARANCE pixels stay blank: Gradio lays the picture's label over them."""
     width, height = size
-    left, right, top, bottom = 44, 12, 26, 34
+    left, right, top, bottom = 44, 12, chart.TITLE_CLEARANCE + 24, 34
     plot = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(plot)
     n = len(schedule["t"])
@@ -153,6 +155,7 @@ def schedule_plot(schedule: dict, current_t: int | None = None, size=(480, 300))
     for t, a in zip(schedule["visited_t"], schedule["visited_alpha_bar"]):
         x, y = xy(t, a)
         draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(220, 40, 40))
-    draw.text((left, 6), f"alpha_bar (blue), 1 - alpha_bar (orange); red: "
-              f"{schedule['scheduler']}, {schedule['steps']} steps", fill="black")
+    title = (f"alpha_bar (blue), 1 - alpha_bar (orange); red: {schedule['scheduler']}, "
+             f"{schedule['steps']} steps")
+    draw.text((left, chart.TITLE_CLEARANCE + 4), title, fill="black")
     return plot
