@@ -387,6 +387,7 @@ def test_bad_input_shows_the_core_message(page):
     toast = page.locator("[data-testid=toast-body]").first
     toast.wait_for()
     assert "no boxes given" in toast.inner_text()
+    assert "Example layout" in toast.inner_text()  # the tab says how to get going
     assert "Traceback" not in toast.inner_text()
 
 

@@ -177,6 +177,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
     def generate(annotation, prompt, negative, model, scheduler, steps, guidance, seed, share,
                  place, regional, hinted, request: gr.Request, progress=gr.Progress()):
         phrases, boxes = phrases_and_boxes(annotation)
+        if not boxes:  # the core's message, plus the tab's own way out
+            raise gr.Error("no boxes given: drag on the canvas to draw a box and type its "
+                           "phrase, or press Example layout", print_exception=False)
 
         def call(control):
             return pg.layout_to_image(prompt, phrases, boxes, negative_prompt=negative,
