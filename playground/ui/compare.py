@@ -93,7 +93,8 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
                              show_label=False,
                              type="pil", interactive=False, elem_id=f"{TAB}-curve")
             table = gr.Dataframe(label="Seconds and distance per cell", interactive=False,
-                                 elem_id=f"{TAB}-table")
+                                 headers=["x value", "y value", "seconds", "distance",
+                                          "reference"], elem_id=f"{TAB}-table")
     grids = gr.State([])
     with gr.Accordion("Quality vs cost (starter models)", open=False):
         gr.Markdown("Judge accuracy and the Frechet distance on judge features, against "
@@ -112,7 +113,9 @@ def build(pg: Playground, runs: ActiveRuns, *, concurrency_limit: int | None) ->
         q_text = gr.Markdown(elem_id=f"{TAB}-quality-text")
         q_example = gr.Image(label="A lower distance, a worse picture", format="png",
                              type="pil", interactive=False)
-        q_table = gr.Dataframe(label="Figures", interactive=False)
+        q_table = gr.Dataframe(label="Figures", interactive=False,
+                               headers=["scheduler", "steps", "seconds", "accuracy",
+                                        "attribute_accuracy", "frechet"])
     with gr.Accordion("Export notebook", open=False):
         gr.Markdown("This session's results (from every tab) and grids as a Jupyter "
                     "notebook: markdown, code that makes each picture again, and the "
