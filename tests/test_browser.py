@@ -354,7 +354,14 @@ def test_learn_tab_opens_with_the_example_already_noised(page):
     assert "t=300," in page.locator("#learn-fwd-snr").inner_text()
 
 
-def test_learn_tab_filmstrip_runs_with_regional_prompts_and_the_maps_say_why_not(page):
+@pytest.mark.parametrize("boxes, options, refusal", [
+    (("place", "hints", "regional"),
+     dict(place_objects=True, colour_hints=True, regional_prompts=True),
+     "Turn regional prompts off for the maps"),
+    (("compose",), dict(compose_objects=True), "Turn compose objects off for the maps"),
+], ids=["regional", "compose"])
+def test_learn_tab_filmstrip_runs_with_the_options_and_the_maps_say_why_not(page, boxes, options,
+                                                                           refusal):
     """The filmstrip's last x_t is the Text to image tab's picture with the same options,
     pixel for pixel; the maps button answers with the core's message."""
     from playground import Playground
@@ -363,18 +370,17 @@ def test_learn_tab_filmstrip_runs_with_regional_prompts_and_the_maps_say_why_not
     page.get_by_role("tab", name="Learn").click()
     page.fill("#learn-prompt textarea", prompt)
     set_number(page, "learn-seed", 2)
-    for box in ("place", "hints", "regional"):
+    for box in boxes:
         page.locator(f"#learn-{box} input[type=checkbox]").check()
     generate(page, "learn")
     shown = assert_real_picture(picture_in(page, "#learn-frame-xt"), (64, 64))
-    made = Playground(device="cpu").text_to_image(prompt, seed=2, steps=STEPS, place_objects=True,
-                                                  colour_hints=True, regional_prompts=True)
-    assert np.array_equal(shown, np.asarray(made, dtype=np.int16)), "regional prompts did not reach the run"
+    made = Playground(device="cpu").text_to_image(prompt, seed=2, steps=STEPS, **options)
+    assert np.array_equal(shown, np.asarray(made, dtype=np.int16)), "the options did not reach the run"
 
     page.click("#learn-maps")
     toast = page.locator("[data-testid=toast-body]").first
     toast.wait_for()
-    assert "Turn regional prompts off for the maps" in toast.inner_text()
+    assert refusal in toast.inner_text()
     assert "Traceback" not in toast.inner_text()
 
 

@@ -145,6 +145,28 @@ def test_progress_counts_across_the_objects_and_cancel_stops_the_run(starter):
         starter.text_to_image(TWO, seed=1, steps=4, compose_objects=True, control=control)
 
 
+def test_the_learn_tab_filmstrip_shows_the_passes_one_after_another(starter):
+    kwargs = dict(seed=2, steps=4, compose_objects=True)
+    made_image = starter.text_to_image(TWO + " on a black background", **kwargs)
+    made = pixels(made_image)
+    traced, frames = starter.denoise_trace(TWO + " on a black background", **kwargs)
+    assert np.array_equal(pixels(traced), made)
+    assert settings_of(traced)["composed"] == settings_of(made_image)["composed"]
+    assert settings_of(traced)["compose_objects"] is True
+    # the steps run on across both passes, as the progress does
+    assert [(f.step, f.total) for f in frames] == [(1, 8), (3, 8), (4, 8), (5, 8), (7, 8),
+                                                  (8, 8)]
+    black = pixels(compose.canvas("on a black background", 64, 64))
+    first, second = pixels(frames[0].x_t), pixels(frames[3].x_t)
+    assert np.array_equal(first[:, 40:], black[:, 40:])  # the first pass: its square only
+    assert np.abs(first[:24, :24] - black[:24, :24]).max() > 40
+    after_first = pixels(frames[2].x_t)
+    assert np.array_equal(second[:24, :24], after_first[:24, :24])  # the red circle stays
+    assert np.abs(pixels(frames[-1].x_t) - made).max() <= 1
+    with pytest.raises(BadInput, match="Turn compose objects off for the maps"):
+        starter.attention_maps(TWO, **kwargs)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_compose_objects_must_be_true_or_false(starter):

@@ -243,6 +243,11 @@ def test_endpoints_answer_through_gradio_client(tmp_path):
     last_x0 = Image.open(strip[-1]["x0"]).convert("RGB")
     assert trace.pixel_difference(last_x0, Image.open(png).convert("RGB")) <= 1
     assert settings["seed"] == 3
+    composed, settings = client.predict(
+        prompt="a red circle in the top left and a blue square in the bottom right", steps=2,
+        seed=3, compose_objects=True, api_name="/denoise_trace")
+    assert [frame["step"] for frame in composed] == [1, 2, 3, 4]  # two passes of two steps
+    assert len(settings["composed"]) == 2
 
     maps, _ = client.predict(prompt="a red circle", steps=3, seed=1,
                              api_name="/attention_maps")

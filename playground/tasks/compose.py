@@ -75,14 +75,19 @@ def previewing_over(control: run.RunControl, picture: Image.Image, m: np.ndarray
 
 def compose(inpainter, prompt: str, negative_prompt: str | None, found: list[Placement],
             generator, width: int, height: int, steps: int, guidance: float,
-            control: run.RunControl | None) -> Image.Image:
+            control: run.RunControl | None, recorder=None) -> Image.Image:
     """One picture: the canvas, then each object of `found` painted in turn (progress
-    counts across all of them)."""
+    counts across all of them). `recorder`: the Learn tab's filmstrip recorder
+    (`teach.trace.Recorder`), told where each pass starts and hooked into its steps."""
     picture = canvas(prompt, width, height)
     for i, p in enumerate(found):
         m = object_mask(p, width, height)
         callbacks = ({} if control is None else run.step_callback_kwargs(
             inpainter, previewing_over(control.part(i, len(found)), picture, m), steps))
+        if recorder is not None:
+            recorder.begin_pass(i, picture, m)
+            callbacks["callback_on_step_end"] = recorder.callback(
+                callbacks.get("callback_on_step_end"))
         mask = Image.fromarray((m * 255).astype(np.uint8))
         painted = inpainter(prompt=object_prompt(p, prompt), negative_prompt=negative_prompt,
                             image=picture, mask_image=mask, strength=1.0, width=width,

@@ -53,10 +53,7 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
 
     settings = record({"prompt": prompt, "negative_prompt": negative_prompt, "width": width,
                        "height": height, "warnings": warnings}, place_objects, colour_hints,
-                      placed, regional_prompts)
-    if compose_objects:
-        settings["compose_objects"] = True
-        settings["composed"] = [p.describe() for p in composed]
+                      placed, regional_prompts, compose_objects, composed)
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images
@@ -110,11 +107,15 @@ def sampling_unet(pipe, prompt, height, width, guidance, regional_prompts: bool,
 
 
 def record(settings: dict, place_objects: bool, colour_hints: bool, placed: list,
-           regional_prompts: bool = False) -> dict:
+           regional_prompts: bool = False, compose_objects: bool = False,
+           composed: list = ()) -> dict:
     """The options' keys, each only when it was on (so older records stay as they were)."""
     placement.record(settings, place_objects, placed)
     if colour_hints:
         settings["colour_hints"] = True
     if regional_prompts:
         settings["regional_prompts"] = True
+    if compose_objects:
+        settings["compose_objects"] = True
+        settings["composed"] = [p.describe() for p in composed]
     return settings

@@ -30,6 +30,10 @@ MAPS_WITH_REGIONS = ("attention maps show where each word of the prompt is read;
                      "prompts each placed cell reads only its own object's words, so there is "
                      "no one map per word. Turn regional prompts off for the maps (the "
                      "filmstrip shows runs with them)")
+MAPS_WITH_COMPOSE = ("attention maps are read from one text-to-image pass; compose objects "
+                     "paints each object in a pass of the inpainter of its own, reading only "
+                     "that object's words. Turn compose objects off for the maps (the "
+                     "filmstrip shows composed runs, pass by pass)")
 
 
 @dataclass
@@ -159,10 +163,12 @@ def prompt_tokens(tokenizer, prompt: str) -> list[str]:
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
         guidance=None, seed=-1, width=None, height=None, show_steps=None,
         control=None, place_objects=False, colour_hints=False,
-        regional_prompts=False) -> AttentionMaps:
+        regional_prompts=False, compose_objects=False) -> AttentionMaps:
     """Make the picture as `text_to_image` does and collect the maps on the way."""
     if checks.flag("regional_prompts", regional_prompts):
         raise checks.BadInput(MAPS_WITH_REGIONS)
+    if checks.flag("compose_objects", compose_objects):
+        raise checks.BadInput(MAPS_WITH_COMPOSE)
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt, required=True)
     negative_prompt = checks.text("negative_prompt", negative_prompt)

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from ..errors import BadInput
-from ..tasks import checks, common, text_to_image
+from ..tasks import checks, common, compose, text_to_image
 
 TASK = "text_to_image"
 DEFAULT_FRAMES = 6
@@ -89,12 +89,20 @@ class Recorder:
     """Hooks on one per-request pipeline that collect filmstrip frames."""
 
     def __init__(self, pipe, steps: list[int], total: int,
-                 on_frame: Callable[[Frame], None] | None):
-        self.pipe, self.steps, self.total, self.on_frame = pipe, set(steps), total, on_frame
+                 on_frame: Callable[[Frame], None] | None, passes: int = 1):
+        self.pipe, self.steps, self.on_frame = pipe, set(steps), on_frame
+        self.per_pass, self.total = total, total * passes
         self.frames: list[Frame] = []
         self.last_x0: torch.Tensor | None = None
         self.last_timestep = 0.0
+        self.offset, self.over = 0, None
         self._wrap_step(pipe.scheduler)
+
+    def begin_pass(self, index: int, picture: Image.Image, mask: np.ndarray) -> None:
+        """Compose object by object: pass `index`'s frames are numbered on from the passes
+        before it, and show its square over the picture so far (the inpainter's own latent
+        covers the whole picture, noise outside the square included)."""
+        self.offset, self.over = index * self.per_pass, (picture, mask)
 
     def _wrap_step(self, scheduler) -> None:
         original = scheduler.step  # bound method of this request's own scheduler
@@ -112,24 +120,32 @@ class Recorder:
         """A callback_on_step_end that records frames, then runs `inner` (progress, cancel)."""
         def on_step_end(pipe, i, t, kwargs):
             calls = len(pipe.scheduler.timesteps)
-            step, total = self.step_of(pipe.scheduler, i), self.total
+            step = self.step_of(pipe.scheduler, i)
             last_call_of_step = i + 1 == calls or self.step_of(pipe.scheduler, i + 1) != step
+            step += self.offset
             if last_call_of_step and step in self.steps and self.last_x0 is not None:
-                self._record(step, total, kwargs["latents"])
+                self._record(step, self.total, kwargs["latents"])
             return inner(pipe, i, t, kwargs) if inner is not None else {}
         return on_step_end
 
     def step_of(self, scheduler, call: int) -> int:
         """The step (1..total) a model call belongs to: second-order schedulers make two
         calls per step, and PNDM one extra call at the start."""
-        return min(math.ceil((call + 1) / getattr(scheduler, "order", 1)), self.total)
+        return min(math.ceil((call + 1) / getattr(scheduler, "order", 1)), self.per_pass)
 
     def _record(self, step: int, total: int, latents: torch.Tensor) -> None:
         frame = Frame(step=step, total=total, timestep=self.last_timestep,
-                      x_t=decode(self.pipe, latents), x0=decode(self.pipe, self.last_x0))
+                      x_t=self._over(decode(self.pipe, latents)),
+                      x0=self._over(decode(self.pipe, self.last_x0)))
         self.frames.append(frame)
         if self.on_frame is not None:
             self.on_frame(frame)
+
+    def _over(self, decoded: Image.Image) -> Image.Image:
+        if self.over is None:
+            return decoded
+        picture, mask = self.over
+        return compose.blend(picture, decoded, mask)
 
 
 @torch.no_grad()
@@ -143,9 +159,11 @@ def decode(pipe, latents: torch.Tensor) -> Image.Image:
 def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None, steps=20,
         guidance=None, seed=-1, width=None, height=None, show_steps=None,
         on_frame: Callable[[Frame], None] | None = None, control=None, place_objects=False,
-        colour_hints=False, regional_prompts=False):
+        colour_hints=False, regional_prompts=False, compose_objects=False):
     """(final picture with settings, list of Frame). The final picture equals
-    `text_to_image` with the same settings."""
+    `text_to_image` with the same settings. With compose_objects the frames run on across
+    the passes (2 objects x 20 steps: steps 1..40), each showing its pass's square over
+    the picture so far."""
     settings_common = common.check_common(registry, TASK, model, scheduler, steps, guidance, seed)
     prompt = checks.text("prompt", prompt)
     negative_prompt = checks.text("negative_prompt", negative_prompt)
@@ -153,13 +171,27 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
     warnings: list[str] = []
     width, height = checks.size(width, height, limits["width"], limits["height"],
                                 limits["size_multiple"], limits["max_side"], warnings)
-    shown = chosen_steps(show_steps, settings_common["steps"])
     recorders: list[Recorder] = []
     place_objects, placed = checks.flag("place_objects", place_objects), []
     colour_hints = checks.flag("colour_hints", colour_hints)
     regional_prompts = checks.flag("regional_prompts", regional_prompts)
+    compose_objects = checks.flag("compose_objects", compose_objects)
+    composed = text_to_image.composed_objects(registry, model, prompt, compose_objects, warnings)
+    if composed and (place_objects or colour_hints or regional_prompts):
+        warnings.append(text_to_image.REPLACED)
+        place_objects = colour_hints = regional_prompts = False
+    passes = max(len(composed), 1)
+    shown = chosen_steps(show_steps, settings_common["steps"] * passes)
 
     def call(pipe, generators, callbacks):
+        if composed:
+            inpainter = text_to_image.inpainting_pipeline(registry, model, pipe,
+                                                          settings_common, generators[0])
+            recorder = Recorder(inpainter, shown, settings_common["steps"], on_frame, passes)
+            recorders.append(recorder)
+            return [compose.compose(inpainter, prompt, negative_prompt or None, composed,
+                                    generators[0], width, height, settings_common["steps"],
+                                    settings_common["guidance"], control, recorder)]
         recorder = Recorder(pipe, shown, settings_common["steps"], on_frame)
         recorders.append(recorder)
         inner = callbacks.get("callback_on_step_end")
@@ -177,7 +209,8 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
 
     settings = text_to_image.record({"prompt": prompt, "negative_prompt": negative_prompt,
                                      "width": width, "height": height, "warnings": warnings},
-                                    place_objects, colour_hints, placed, regional_prompts)
+                                    place_objects, colour_hints, placed, regional_prompts,
+                                    compose_objects, composed)
     image = common.execute(registry, TASK, settings_common, settings, call, control, 1,
                            prompts={"prompt": prompt, "negative prompt": negative_prompt})[0]
     return image, recorders[0].frames

@@ -105,6 +105,10 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
                                    "object's words (filmstrip only: the maps need one "
                                    "attention per word)", value=False,
                                    elem_id="learn-regional")
+            compose_box = gr.Checkbox(label="Compose object by object: one inpainting pass "
+                                      "per placed object, its frames numbered on across the "
+                                      "passes (filmstrip only)", value=False,
+                                      elem_id="learn-compose")
         with gr.Column():
             strip = gr.Gallery(label="Filmstrip: x_t and predicted x0 per step", columns=4,
                                height=DISPLAY_HEIGHT, object_fit="contain", format="png",
@@ -127,7 +131,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
     folder = Path(tempfile.mkdtemp(prefix="playground-learn-"))
 
     def run_trace(prompt, negative, model, scheduler, steps, guidance, seed, show, place,
-                  hinted, regions, request: gr.Request):
+                  hinted, regions, composed, request: gr.Request):
         collected, lock = [], threading.Lock()
 
         def on_frame(frame):
@@ -140,7 +144,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
                                     scheduler=scheduler or None, steps=steps,
                                     guidance=guidance, seed=seed, control=control,
                                     place_objects=place, colour_hints=hinted,
-                                    regional_prompts=regions)
+                                    regional_prompts=regions, compose_objects=composed)
         shown = -1
         try:
             for update in stream_run(call, steps=int(steps or 1), runs=runs,
@@ -168,7 +172,8 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
             raise user_error(error) from error
 
     event = buttons.generate.click(
-        run_trace, [prompt, negative, *controls.inputs, show_steps, place, hints, regional],
+        run_trace, [prompt, negative, *controls.inputs, show_steps, place, hints, regional,
+                    compose_box],
         [strip, frames, scrub, frame_xt, frame_x0, status, code],
         concurrency_id="sampling", concurrency_limit=concurrency_limit,
         api_visibility="private", show_progress_on=status)
@@ -182,11 +187,12 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
                  api_visibility="private")
 
     def run_maps(prompt, negative, model, scheduler, steps, guidance, seed, show, place, hinted,
-                 regions):
+                 regions, composed):
         result = call_core(pg.attention_maps, prompt, show_steps=parse_steps(show),
                            negative_prompt=negative, model=model, scheduler=scheduler or None,
                            steps=steps, guidance=guidance, seed=seed, place_objects=place,
-                           colour_hints=hinted, regional_prompts=regions)
+                           colour_hints=hinted, regional_prompts=regions,
+                           compose_objects=composed)
         from ..teach.attention import peak_ratio
         items = [(result.image, "picture")] + [
             (picture, f"{token} (peak {peak_ratio(weights):.2f}x mean)")
@@ -194,7 +200,7 @@ def sampler_views(pg: Playground, runs: ActiveRuns, *, concurrency_limit) -> Non
         return items, call_core(pg.show_code, result.image)
 
     maps_button.click(run_maps, [prompt, negative, *controls.inputs, show_steps, place, hints,
-                                 regional],
+                                 regional, compose_box],
                       [maps, code],
                       concurrency_id="sampling", concurrency_limit=concurrency_limit,
                       api_visibility="private")
