@@ -66,7 +66,7 @@ def restore_bar() -> RestoreBar:
         with gr.Row():
             drop = gr.File(label="Drop a PNG (from this playground or AUTOMATIC1111) to "
                            "restore its settings", file_types=[".png"], type="filepath",
-                           height=120, scale=2, elem_id="share-drop")
+                           height=150, scale=2, elem_id="share-drop")
             note = gr.Markdown("", elem_id="share-note")
         pngs = example_pngs()
         if pngs:
