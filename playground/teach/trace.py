@@ -129,8 +129,8 @@ class Recorder:
         return on_step_end
 
     def step_of(self, scheduler, call: int) -> int:
-        """The step (1..total) a model call belongs to: second-order schedulers make two
-        calls per step, and PNDM one extra call at the start."""
+        """The step of its pass (1..steps) a model call belongs to: second-order schedulers
+        make two calls per step, and PNDM one extra call at the start."""
         return min(math.ceil((call + 1) / getattr(scheduler, "order", 1)), self.per_pass)
 
     def _record(self, step: int, total: int, latents: torch.Tensor) -> None:
