@@ -156,6 +156,7 @@ def test_the_learn_tab_filmstrip_shows_the_passes_one_after_another(starter):
     # the steps run on across both passes, as the progress does
     assert [(f.step, f.total) for f in frames] == [(1, 8), (3, 8), (4, 8), (5, 8), (7, 8),
                                                   (8, 8)]
+    assert [f.part for f in frames] == ["object 1 of 2"] * 3 + ["object 2 of 2"] * 3
     black = pixels(compose.canvas("on a black background", 64, 64))
     first, second = pixels(frames[0].x_t), pixels(frames[3].x_t)
     assert np.array_equal(first[:, 40:], black[:, 40:])  # the first pass: its square only

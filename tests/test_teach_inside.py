@@ -247,6 +247,7 @@ def test_endpoints_answer_through_gradio_client(tmp_path):
         prompt="a red circle in the top left and a blue square in the bottom right", steps=2,
         seed=3, compose_objects=True, api_name="/denoise_trace")
     assert [frame["step"] for frame in composed] == [1, 2, 3, 4]  # two passes of two steps
+    assert [frame["part"] for frame in composed] == ["object 1 of 2"] * 2 + ["object 2 of 2"] * 2
     assert len(settings["composed"]) == 2
 
     maps, _ = client.predict(prompt="a red circle", steps=3, seed=1,

@@ -226,3 +226,16 @@ def test_bad_flags_exit_with_a_message(capsys):
     with pytest.raises(SystemExit) as exit_:
         app_module.main(["--auth", "no-colon"])
     assert "user:password" in str(exit_.value)
+
+
+def test_filmstrip_captions_say_which_object_a_composed_frame_belongs_to(tmp_path):
+    from playground.teach.trace import Frame
+    from playground.ui import learn
+
+    picture = Image.new("RGB", (8, 8), (255, 255, 255))
+    plain = learn.save_frame(tmp_path, Frame(5, 20, 500.0, picture, picture))
+    composed = learn.save_frame(tmp_path, Frame(27, 40, 300.0, picture, picture,
+                                                part="object 2 of 2"))
+    assert [caption for _, caption in learn.strip_items([plain, composed])] == [
+        "step 5: x_t", "step 5: predicted x0",
+        "step 27, object 2 of 2: x_t", "step 27, object 2 of 2: predicted x0"]

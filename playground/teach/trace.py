@@ -37,6 +37,7 @@ class Frame:
     timestep: float     # the scheduler's t at this step
     x_t: Image.Image    # the latent after this step, decoded
     x0: Image.Image     # the clean picture the model predicted during this step
+    part: str = ""      # compose object by object: which pass, e.g. "object 2 of 2"
 
 
 def chosen_steps(show_steps, total: int) -> list[int]:
@@ -91,11 +92,11 @@ class Recorder:
     def __init__(self, pipe, steps: list[int], total: int,
                  on_frame: Callable[[Frame], None] | None, passes: int = 1):
         self.pipe, self.steps, self.on_frame = pipe, set(steps), on_frame
-        self.per_pass, self.total = total, total * passes
+        self.per_pass, self.passes, self.total = total, passes, total * passes
         self.frames: list[Frame] = []
         self.last_x0: torch.Tensor | None = None
         self.last_timestep = 0.0
-        self.offset, self.over = 0, None
+        self.offset, self.over, self.part = 0, None, ""
         self._wrap_step(pipe.scheduler)
 
     def begin_pass(self, index: int, picture: Image.Image, mask: np.ndarray) -> None:
@@ -103,6 +104,7 @@ class Recorder:
         before it, and show its square over the picture so far (the inpainter's own latent
         covers the whole picture, noise outside the square included)."""
         self.offset, self.over = index * self.per_pass, (picture, mask)
+        self.part = f"object {index + 1} of {self.passes}"
 
     def _wrap_step(self, scheduler) -> None:
         original = scheduler.step  # bound method of this request's own scheduler
@@ -136,7 +138,7 @@ class Recorder:
     def _record(self, step: int, total: int, latents: torch.Tensor) -> None:
         frame = Frame(step=step, total=total, timestep=self.last_timestep,
                       x_t=self._over(decode(self.pipe, latents)),
-                      x0=self._over(decode(self.pipe, self.last_x0)))
+                      x0=self._over(decode(self.pipe, self.last_x0)), part=self.part)
         self.frames.append(frame)
         if self.on_frame is not None:
             self.on_frame(frame)

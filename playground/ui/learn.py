@@ -223,18 +223,19 @@ def parse_steps(text) -> list[int] | None:
     return values or None
 
 
-def save_frame(folder: Path, frame) -> tuple[int, str, str]:
+def save_frame(folder: Path, frame) -> tuple[str, str, str]:
+    """(caption, x_t file, x0 file): "step 27" or, composed, "step 27, object 2 of 2"."""
     base = folder / f"{uuid.uuid4().hex}-{frame.step}"
     xt, x0 = f"{base}-xt.png", f"{base}-x0.png"
     frame.x_t.save(xt)
     frame.x0.save(x0)
-    return frame.step, xt, x0
+    return ", ".join(filter(None, [f"step {frame.step}", frame.part])), xt, x0
 
 
 def strip_items(frames: list) -> list[tuple[str, str]]:
     items = []
-    for step, xt, x0 in frames:
-        items += [(xt, f"step {step}: x_t"), (x0, f"step {step}: predicted x0")]
+    for caption, xt, x0 in frames:
+        items += [(xt, f"{caption}: x_t"), (x0, f"{caption}: predicted x0")]
     return items
 
 

@@ -59,15 +59,16 @@ class LearnEndpoints:
                       compose_objects: bool = False) -> tuple[list[dict], dict]:
         """A text-to-image run as a filmstrip. show_steps: step numbers 1..steps (default
         six spread out, the last included; with compose_objects the steps run on across the
-        passes, 1..steps x objects). Returns ([{step, timestep, x_t PNG, x0 PNG}], settings
-        of the final picture, which equals /text_to_image's)."""
+        passes, 1..steps x objects, and part says which: "object 2 of 2"). Returns
+        ([{step, timestep, part, x_t PNG, x0 PNG}], settings of the final picture, which
+        equals /text_to_image's)."""
         image, frames = call_core(
             self.pg.denoise_trace, prompt, show_steps=show_steps or None,
             negative_prompt=negative_prompt, model=model, scheduler=scheduler or None,
             steps=steps, guidance=guidance, seed=seed, width=width, height=height,
             place_objects=place_objects, colour_hints=colour_hints,
             regional_prompts=regional_prompts, compose_objects=compose_objects)
-        strip = [{"step": f.step, "timestep": f.timestep,
+        strip = [{"step": f.step, "timestep": f.timestep, "part": f.part,
                   "x_t": self._png(f.x_t, f"x_t_{f.step}.png"),
                   "x0": self._png(f.x0, f"x0_{f.step}.png")} for f in frames]
         return strip, settings_json(image)
