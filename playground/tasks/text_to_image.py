@@ -27,10 +27,9 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     regional_prompts = checks.flag("regional_prompts", regional_prompts)
     compose_objects = checks.flag("compose_objects", compose_objects)
     placed: list[dict] = []
-    composed = composed_objects(registry, model, prompt, compose_objects, warnings)
-    if composed and (place_objects or colour_hints or regional_prompts):
-        warnings.append(REPLACED)
-        place_objects = colour_hints = regional_prompts = False
+    composed, (place_objects, colour_hints, regional_prompts) = composing(
+        registry, model, prompt, compose_objects,
+        (place_objects, colour_hints, regional_prompts), warnings)
 
     def call(pipe, generators, callbacks):
         if composed:
@@ -57,6 +56,17 @@ def run(registry, *, prompt, negative_prompt, model, scheduler, steps, guidance,
     images = common.execute(registry, TASK, settings_common, settings, call, control, count,
                             prompts={"prompt": prompt, "negative prompt": negative_prompt})
     return images[0] if count == 1 else images
+
+
+def composing(registry, model, prompt, compose_objects: bool, one_pass: tuple[bool, ...],
+              warnings: list) -> tuple[list, tuple[bool, ...]]:
+    """(the objects to compose, the one-pass options place_objects, colour_hints and
+    regional_prompts): with objects to compose those give way, with a warning."""
+    composed = composed_objects(registry, model, prompt, compose_objects, warnings)
+    if composed and any(one_pass):
+        warnings.append(REPLACED)
+        one_pass = (False,) * len(one_pass)
+    return composed, one_pass
 
 
 def composed_objects(registry, model, prompt, compose_objects: bool, warnings: list) -> list:

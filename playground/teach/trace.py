@@ -126,7 +126,7 @@ class Recorder:
             last_call_of_step = i + 1 == calls or self.step_of(pipe.scheduler, i + 1) != step
             step += self.offset
             if last_call_of_step and step in self.steps and self.last_x0 is not None:
-                self._record(step, self.total, kwargs["latents"])
+                self._record(step, kwargs["latents"])
             return inner(pipe, i, t, kwargs) if inner is not None else {}
         return on_step_end
 
@@ -135,8 +135,8 @@ class Recorder:
         make two calls per step, and PNDM one extra call at the start."""
         return min(math.ceil((call + 1) / getattr(scheduler, "order", 1)), self.per_pass)
 
-    def _record(self, step: int, total: int, latents: torch.Tensor) -> None:
-        frame = Frame(step=step, total=total, timestep=self.last_timestep,
+    def _record(self, step: int, latents: torch.Tensor) -> None:
+        frame = Frame(step=step, total=self.total, timestep=self.last_timestep,
                       x_t=self._over(decode(self.pipe, latents)),
                       x0=self._over(decode(self.pipe, self.last_x0)), part=self.part)
         self.frames.append(frame)
@@ -178,10 +178,9 @@ def run(registry, *, prompt, negative_prompt="", model="starter", scheduler=None
     colour_hints = checks.flag("colour_hints", colour_hints)
     regional_prompts = checks.flag("regional_prompts", regional_prompts)
     compose_objects = checks.flag("compose_objects", compose_objects)
-    composed = text_to_image.composed_objects(registry, model, prompt, compose_objects, warnings)
-    if composed and (place_objects or colour_hints or regional_prompts):
-        warnings.append(text_to_image.REPLACED)
-        place_objects = colour_hints = regional_prompts = False
+    composed, (place_objects, colour_hints, regional_prompts) = text_to_image.composing(
+        registry, model, prompt, compose_objects,
+        (place_objects, colour_hints, regional_prompts), warnings)
     passes = max(len(composed), 1)
     shown = chosen_steps(show_steps, settings_common["steps"] * passes)
 
